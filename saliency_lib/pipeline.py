@@ -1,0 +1,110 @@
+"""Algorithm 1 end to end: guide -> Inverting Gradients -> standardized noise -> DDPM with a target class.
+
+    preset = load_preset("tiny")
+    guides = guide_batch(n=4)                                   # held-out shapes, [-1, 1]
+    noise = craft_noise(preset, guides.images, guides.labels, steps=(0, 1000), seed=0)
+    x_T = mix_with_gaussian(noise[1000], strength=0.3, generator=torch.Generator().manual_seed(1))
+    images = generate(preset, x_T, target="fish", sampler=Sampler("ddim", 50), seed=2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .errors import SaliencyNoiseError, check_image_batch, check_labels
+from .inversion import IGConfig, cached_invert_gradients
+from .noise import resize, standardize
+from .presets import Preset
+
+
+@dataclass(frozen=True)
+class Sampler:
+    method: str = "ddim"   # "ddim" (deterministic with eta=0) or "ddpm" (ancestral, Eq. 5)
+    steps: int = 50        # number of respaced steps
+    eta: float = 0.0       # DDIM noise (0 = deterministic)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("ddim", "ddpm"):
+            raise SaliencyNoiseError(f"Sampler.method must be 'ddim' or 'ddpm', got {self.method!r}")
+        if self.steps < 1:
+            raise SaliencyNoiseError(f"Sampler.steps must be >= 1, got {self.steps}")
+
+    @property
+    def respacing(self) -> str:
+        return f"ddim{self.steps}" if self.method == "ddim" else str(self.steps)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.upper()}-{self.steps}"
+
+
+def guide_batch(n: int, start: int = 0, size: int = 32):
+    """Held-out guide images of the tiny preset's dataset (split "guides", never trained on)."""
+    from . import data
+
+    return data.make_batch("guides", start, n, size)
+
+
+@dataclass
+class CraftedNoise:
+    noises: dict[int, torch.Tensor]   # IG step k -> standardized noise [B, 3, S, S] at the DDPM resolution
+    raw: dict[int, torch.Tensor]      # IG step k -> IG image [B, 3, H, W] in the classifier space
+    stats: dict                       # IG stats (loss history [iters, B], best_loss, cached, ...)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        if k not in self.noises:
+            raise SaliencyNoiseError(f"no snapshot at IG step {k}; available: {sorted(self.noises)}")
+        return self.noises[k]
+
+
+def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | None, steps: Sequence[int] = (1000,),
+                seed: int = 0, ig: IGConfig | None = None, cache_dir: str | Path | None = None,
+                progress: bool = False) -> CraftedNoise:
+    """Alg. 1 lines 1-3: IG against the preset's classifier, snapshots at ``steps``, standardized.
+
+    guides: ``[B, 3, H, W]`` in [-1, 1] (diffusion space). The IG run lasts ``max(steps)`` iterations
+    (its LR milestones are fractions of that) unless ``ig`` says otherwise.
+    """
+    check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
+    steps = sorted(set(int(s) for s in steps))
+    base = ig or IGConfig(iterations=max(steps))
+    cfg = dataclasses.replace(base, snapshots=tuple(steps))
+    device = next(preset.classifier.parameters()).device
+    result, stats = cached_invert_gradients(preset.classifier, preset.normalization.from_diffusion(guides.to(device)),
+                                            labels if labels is None else labels.to(device), preset.normalization,
+                                            cfg, seed=seed, cache_dir=cache_dir, progress=progress)
+    noises = {k: resize(standardize(v), preset.image_size) for k, v in result.snapshots.items()}
+    return CraftedNoise(noises=noises, raw=result.snapshots, stats=stats)
+
+
+def target_labels(preset: Preset, target: int | str | Sequence[int | str] | torch.Tensor, n: int) -> torch.Tensor:
+    """Class ids ``[n]`` from one class (name or id) or one per image."""
+    if isinstance(target, torch.Tensor):
+        return check_labels("target", target, n, len(preset.class_names))
+    if isinstance(target, (int, str)):
+        return torch.full((n,), preset.class_id(target), dtype=torch.long)
+    ids = [preset.class_id(t) for t in target]
+    if len(ids) != n:
+        raise SaliencyNoiseError(f"target lists {len(ids)} classes for {n} noises")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int | str] | torch.Tensor,
+             sampler: Sampler = Sampler(), seed: int = 0, progress: bool = False) -> torch.Tensor:
+    """Alg. 1 line 4: sample the DDPM from the given ``x_T`` ``[N, 3, S, S]`` with target classes.
+
+    Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0).
+    """
+    check_image_batch("x_T", x_T, channels=3, size=preset.image_size)
+    device = next(preset.unet.parameters()).device
+    y = target_labels(preset, target, x_T.shape[0]).to(device)
+    diffusion = preset.diffusion(sampler.respacing)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        return diffusion.sample(preset.unet, x_T.to(device), y, method=sampler.method, eta=sampler.eta,
+                                generator=g, progress=progress)

@@ -1,0 +1,204 @@
+"""Model presets: ``tiny`` (shipped in ``data/models/tiny``, offline) and ``imagenet128`` (the paper's setup).
+
+``imagenet128``: guided-diffusion's 128x128 class-conditional ImageNet checkpoint (Dhariwal & Nichol
+2021) and torchvision's ResNet18 IMAGENET1K_V1. Both are downloaded into the torch hub cache
+(``torch.hub.get_dir()/checkpoints``) with a progress bar, resumed after an interruption (HTTP Range),
+checked by sha256 where the hash is known, and read without unpickling (``weights_only=True``).
+Offline, the error says which file to place where.
+
+Known hashes: torchvision publishes the first 8 hex digits of each file's sha256 in its file name
+(``resnet18-f37072fd.pth``) and checks that prefix itself; we check the same prefix. OpenAI publishes no
+hash for ``128x128_diffusion.pt``; the file is then only checked for being a complete, loadable state
+dict with exactly the expected keys and shapes (strict loading), and its sha256 is printed after the
+download so a user can pin it with ``SALIENCY_NOISE_ADM128_SHA256``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names, load_classifier,
+                          load_segmenter)
+from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
+from .errors import DownloadError, SaliencyNoiseError
+from .unet import UNet, load_unet
+
+ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
+# Flags of the 128x128 class-conditional model, as in guided-diffusion's README (MODEL_FLAGS).
+ADM128_FLAGS = {
+    "attention_resolutions": "32,16,8", "class_cond": True, "diffusion_steps": 1000, "image_size": 128,
+    "learn_sigma": True, "noise_schedule": "linear", "num_channels": 256, "num_heads": 4,
+    "num_res_blocks": 2, "resblock_updown": True, "use_fp16": True, "use_scale_shift_norm": True}
+TINY_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "tiny"
+
+
+# ------------------------------------------------------------------------------------ downloads
+def checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True,
+             timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` unless it is there; resume a ``.partial`` file; verify sha256 (or prefix).
+
+    The file appears at ``dest`` only when complete and verified (rename from ``dest.partial``).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        if sha256 and not sha256_of(dest).startswith(sha256):
+            raise DownloadError(f"{dest} exists but its sha256 does not start with {sha256}: delete it and retry")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".partial")
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the partial file is already complete
+            resp = None
+        else:
+            raise DownloadError(_offline_message(url, dest, sha256, e)) from e
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(_offline_message(url, dest, sha256, e)) from e
+    if resp is not None:
+        with resp:
+            if have and resp.status != 206:  # server ignored Range: start over
+                have = 0
+            total = resp.headers.get("Content-Length")
+            total = int(total) + have if total is not None else None
+            from tqdm.auto import tqdm
+
+            with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                                 desc=dest.name, disable=not progress) as bar:
+                try:
+                    while block := resp.read(1 << 20):
+                        f.write(block)
+                        bar.update(len(block))
+                except OSError as e:
+                    raise DownloadError(f"download of {url} interrupted ({e}); run again to resume from "
+                                        f"{part.stat().st_size} bytes") from e
+    digest = sha256_of(part)
+    if sha256 and not digest.startswith(sha256):
+        part.unlink()
+        raise DownloadError(f"sha256 of the download of {url} is {digest}, expected {sha256}...; "
+                            "the partial file was deleted, run again")
+    os.replace(part, dest)
+    if progress:
+        print(f"downloaded {dest} (sha256 {digest})")
+    return dest
+
+
+def _offline_message(url: str, dest: Path, sha256: str | None, err: Exception) -> str:
+    return (f"could not download {url} ({type(err).__name__}: {err}). Without internet, download it on "
+            f"another machine and place it at {dest}" + (f" (sha256 starts with {sha256})" if sha256 else ""))
+
+
+# ------------------------------------------------------------------------------------ presets
+@dataclass
+class Preset:
+    name: str
+    unet: nn.Module                      # eps-predicting UNet, called model(x_t, t, y=labels)
+    diffusion_config: DiffusionConfig    # the training process (respace with GaussianDiffusion.from_config)
+    classifier: nn.Module                # what Inverting Gradients inverts (eval mode)
+    normalization: Normalization         # classifier space of `classifier`
+    class_names: list[str]               # target classes of the DDPM (index = class id)
+    image_size: int                      # DDPM resolution
+    judge_classifier: nn.Module | None = None   # evaluation only (tiny preset)
+    judge_segmenter: nn.Module | None = None    # evaluation only (tiny preset)
+    info: dict = field(default_factory=dict)    # provenance (files, steps, choices)
+
+    def diffusion(self, respacing: str | None = None) -> GaussianDiffusion:
+        """The diffusion process, optionally respaced (e.g. "ddim25", "250")."""
+        return GaussianDiffusion.from_config(self.diffusion_config, respacing)
+
+    def class_id(self, name_or_id: str | int) -> int:
+        if isinstance(name_or_id, int):
+            if not 0 <= name_or_id < len(self.class_names):
+                raise SaliencyNoiseError(f"class id must be in [0, {len(self.class_names)}), got {name_or_id}")
+            return name_or_id
+        if name_or_id not in self.class_names:
+            raise SaliencyNoiseError(f"unknown class {name_or_id!r} for preset {self.name!r}")
+        return self.class_names.index(name_or_id)
+
+    def to(self, device: str | torch.device) -> "Preset":
+        for m in (self.unet, self.classifier, self.judge_classifier, self.judge_segmenter):
+            if m is not None:
+                m.to(device)
+        return self
+
+
+def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -> Preset:
+    """The embedded preset: 32x32 shapes DDPM, IG classifier and judge models from ``data/models/tiny``."""
+    from . import data
+
+    d = Path(model_dir) if model_dir is not None else TINY_DIR
+    manifest_path = d / "preset.json"
+    if not manifest_path.exists():
+        raise SaliencyNoiseError(f"the tiny preset's files are missing: no {manifest_path}; the repository "
+                                 "ships them under data/models/tiny")
+    manifest = json.loads(manifest_path.read_text())
+    unet = load_unet(str(d / manifest["ddpm"]))
+    from .weights import load_tensors
+
+    _, meta = load_tensors(d / manifest["ddpm"])
+    diff_cfg = DiffusionConfig(**json.loads(meta["diffusion_config"]))
+    classifier = load_classifier(d / manifest["ig_classifier"])
+    cfg: ClassifierConfig = classifier.config
+    return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,
+                  normalization=cfg.normalization, class_names=list(data.CLASS_NAMES),
+                  image_size=unet.config.image_size,
+                  judge_classifier=load_classifier(d / manifest["judge_classifier"]),
+                  judge_segmenter=load_segmenter(d / manifest["judge_segmenter"]),
+                  info=manifest).to(device)
+
+
+def load_imagenet128(device: str = "cuda", progress: bool = True) -> Preset:
+    """The paper's setup: ADM 128x128 class-conditional (421.5M parameters) + ResNet18 IMAGENET1K_V1."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    from .classifiers import IMAGENET_MEAN, IMAGENET_STD
+    from .weights import load_module_weights, load_torch_checkpoint
+
+    ddpm_path = download(ADM128_URL, checkpoint_dir() / "128x128_diffusion.pt",
+                         sha256=os.environ.get("SALIENCY_NOISE_ADM128_SHA256"), progress=progress)
+    unet = UNet.from_guided_diffusion_flags(ADM128_FLAGS)
+    load_module_weights(unet, load_torch_checkpoint(ddpm_path), repr(str(ddpm_path)))
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    name = weights.url.rsplit("/", 1)[1]                      # resnet18-f37072fd.pth
+    prefix = name.rsplit("-", 1)[1].split(".")[0]            # sha256 prefix published in the name
+    rn_path = download(weights.url, checkpoint_dir() / name, sha256=prefix, progress=progress)
+    classifier = resnet18(weights=None)
+    load_module_weights(classifier, load_torch_checkpoint(rn_path), repr(str(rn_path)))
+    return Preset(name="imagenet128", unet=unet.eval(), diffusion_config=diffusion_config_from_flags(ADM128_FLAGS),
+                  classifier=classifier.eval(), normalization=Normalization(IMAGENET_MEAN, IMAGENET_STD),
+                  class_names=imagenet_class_names(), image_size=128,
+                  info={"ddpm": str(ddpm_path), "classifier": str(rn_path)}).to(device)
+
+
+PRESETS: dict[str, Callable[..., Preset]] = {"tiny": load_tiny, "imagenet128": load_imagenet128}
+
+
+def load_preset(name: str = "tiny", device: str = "cpu") -> Preset:
+    """Load a preset by name ("tiny" or "imagenet128") onto ``device``."""
+    if name not in PRESETS:
+        raise SaliencyNoiseError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name](device=device)
