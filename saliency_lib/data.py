@@ -23,8 +23,9 @@ from .errors import SaliencyNoiseError
 
 CLASS_NAMES: tuple[str, ...] = ("arrow", "L-shape", "T-shape", "crescent", "fish", "key", "flag", "mushroom")
 NUM_CLASSES = len(CLASS_NAMES)
-# Base seeds of the splits: far apart, so index ranges never overlap.
-SPLIT_SEEDS = {"train": 0, "val": 1 << 40, "test": 2 << 40, "guides": 3 << 40}
+# Base seeds of the splits: far apart within 32 bits (torch.Generator keeps only the low 32 bits of a seed),
+# so the index ranges of the splits never overlap (each holds up to 2^29 samples).
+SPLIT_SEEDS = {"train": 0, "val": 1 << 31, "test": (1 << 31) + (1 << 29), "guides": (1 << 31) + (1 << 30)}
 SUPERSAMPLE = 4
 
 
@@ -171,6 +172,8 @@ def make_batch(split: str, start: int, n: int, size: int = 32, labels: torch.Ten
         raise SaliencyNoiseError(f"unknown split {split!r}; expected one of {sorted(SPLIT_SEEDS)}")
     if n < 1 or start < 0:
         raise SaliencyNoiseError(f"need start >= 0 and n >= 1, got start={start}, n={n}")
+    if start + n > (1 << 29):
+        raise SaliencyNoiseError(f"sample indices must stay below 2^29 (split seed ranges), got {start + n}")
     if size < 16:
         raise SaliencyNoiseError(f"image size must be >= 16, got {size}")
     if labels is not None and (labels.shape != (n,) or labels.min() < 0 or labels.max() >= NUM_CLASSES):
