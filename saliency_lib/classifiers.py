@@ -218,7 +218,7 @@ def imagenet_class_names() -> list[str]:
 
 # ----------------------------------------------------------------------------- training
 def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resume: bool,
-                         max_minutes: float | None) -> dict:
+                         max_minutes: float | None, progress: bool = True) -> dict:
     """``python -m saliency_lib.train classifier|segmenter``: train on the shapes train split."""
     from . import data
     from .train import TrainConfig, run_training
@@ -240,7 +240,8 @@ def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resum
         return F.binary_cross_entropy_with_logits(m(x), b.masks.float())
 
     meta = config_to_metadata(model.config)
-    result = run_training(out, model, cfg, loss_fn, meta, use_ema=False, resume=resume, max_minutes=max_minutes)
+    result = run_training(out, model, cfg, loss_fn, meta, use_ema=False, resume=resume, max_minutes=max_minutes,
+                          progress=progress)
     save_model(model.eval(), out / "model.safetensors",
                {"train_config": json.dumps(dataclasses.asdict(cfg)), "step": str(result["step"])})
     return result

@@ -96,6 +96,9 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, progr
                 except OSError as e:
                     raise DownloadError(f"download of {url} interrupted ({e}); run again to resume from "
                                         f"{part.stat().st_size} bytes") from e
+        if total is not None and part.stat().st_size < total:
+            raise DownloadError(f"download of {url} interrupted at {part.stat().st_size} of {total} bytes; "
+                                "run again to resume")
     digest = sha256_of(part)
     if sha256 and not digest.startswith(sha256):
         part.unlink()

@@ -154,7 +154,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
                 for be, bm in zip(ema.buffers(), model.buffers()):
                     be.copy_(bm)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 50 == 0:
+        if step % 10 == 0:  # smoothed loss every 10 steps
             history.append(round(running, 5))
         bar.set_postfix(loss=f"{running:.4f}")
         elapsed = wall + time.time() - t0

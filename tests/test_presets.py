@@ -1,0 +1,114 @@
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+import torch
+
+from saliency_lib import presets
+from saliency_lib.errors import DownloadError, SaliencyNoiseError, WeightsError
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with HTTP Range support; can cut a response short once to simulate an interruption."""
+    cut_after: int | None = None
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        try:
+            body = open(path, "rb").read()
+        except OSError:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+        else:
+            self.send_response(200)
+        chunk = body[start:]
+        self.send_header("Content-Length", str(len(chunk)))
+        self.end_headers()
+        if type(self).cut_after is not None:
+            self.wfile.write(chunk[: type(self).cut_after])
+            type(self).cut_after = None
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(chunk)
+
+
+@pytest.fixture()
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    (root / "weights.bin").write_bytes(payload)
+    handler = type("H", (_RangeHandler,), {"cut_after": None})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", payload, handler
+    httpd.shutdown()
+
+
+def test_download_verifies_sha256(server, tmp_path):
+    url, payload, _ = server
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = presets.download(url + "/weights.bin", tmp_path / "cache" / "w.bin", sha256=digest[:8], progress=False)
+    assert dest.read_bytes() == payload
+    with pytest.raises(DownloadError, match="expected 00000000"):
+        presets.download(url + "/weights.bin", tmp_path / "cache" / "w2.bin", sha256="00000000", progress=False)
+    assert not (tmp_path / "cache" / "w2.bin").exists() and not (tmp_path / "cache" / "w2.bin.partial").exists()
+
+
+def test_download_resumes_after_interruption(server, tmp_path):
+    url, payload, handler = server
+    handler.cut_after = 300_000
+    dest = tmp_path / "w.bin"
+    with pytest.raises(DownloadError):
+        presets.download(url + "/weights.bin", dest, progress=False, timeout=5)
+    part = tmp_path / "w.bin.partial"
+    assert part.exists() and 0 < part.stat().st_size < len(payload) and not dest.exists()
+    presets.download(url + "/weights.bin", dest, sha256=hashlib.sha256(payload).hexdigest(), progress=False)
+    assert dest.read_bytes() == payload and not part.exists()
+
+
+def test_offline_error_names_the_file_and_place(tmp_path):
+    dest = tmp_path / "128x128_diffusion.pt"
+    with pytest.raises(DownloadError) as e:
+        presets.download("http://127.0.0.1:9/128x128_diffusion.pt", dest, progress=False, timeout=2)
+    assert str(dest) in str(e.value) and "place it at" in str(e.value)
+
+
+def test_imagenet128_offline_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(presets, "ADM128_URL", "http://127.0.0.1:9/128x128_diffusion.pt")
+    with pytest.raises(DownloadError, match="128x128_diffusion.pt"):
+        presets.load_imagenet128(device="cpu", progress=False)
+
+
+def test_imagenet_classifier_names_without_download():
+    from saliency_lib.classifiers import imagenet_class_names
+
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[1] == "goldfish"
+
+
+def test_unknown_preset():
+    with pytest.raises(SaliencyNoiseError, match="unknown preset 'imagenet256'"):
+        presets.load_preset("imagenet256")
+
+
+def test_tiny_preset_missing_files_error(tmp_path):
+    with pytest.raises(SaliencyNoiseError, match="preset.json"):
+        presets.load_tiny(model_dir=tmp_path)
