@@ -1,0 +1,60 @@
+"""Assemble data/models/tiny from training checkpoints (see MODEL_CARD.md for the commands before it).
+
+    python scripts/build_tiny_preset.py --ddpm checkpoints/ddpm/last.safetensors \
+        --ig-classifier checkpoints/resnet_plain/model.safetensors \
+        --judge-classifier checkpoints/judge_classifier/model.safetensors \
+        --judge-segmenter checkpoints/segmenter/model.safetensors
+
+``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from saliency_lib.classifiers import ClassifierConfig, SmallResNet, load_classifier, load_segmenter, save_model
+from saliency_lib.presets import TINY_DIR
+from saliency_lib.train import export_weights
+from saliency_lib.unet import load_unet
+from saliency_lib.weights import atomic_write_bytes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ddpm", type=Path, required=True, help="DDPM training checkpoint (EMA weights are exported)")
+    p.add_argument("--ig-classifier", required=True, help="classifier file, or untrained:SEED")
+    p.add_argument("--judge-classifier", type=Path, required=True)
+    p.add_argument("--judge-segmenter", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=TINY_DIR)
+    p.add_argument("--note", default="", help="why this IG classifier (stored in preset.json)")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    export_weights(a.ddpm, a.out / "ddpm.safetensors")
+    load_unet(str(a.out / "ddpm.safetensors"))  # check it loads
+    if a.ig_classifier.startswith("untrained:"):
+        seed = int(a.ig_classifier.split(":")[1])
+        torch.manual_seed(seed)
+        save_model(SmallResNet(ClassifierConfig()).eval(), a.out / "ig_classifier.safetensors",
+                   {"trained": "no", "init_seed": str(seed)})
+    else:
+        load_classifier(a.ig_classifier)
+        shutil.copyfile(a.ig_classifier, a.out / "ig_classifier.safetensors")
+    load_classifier(a.judge_classifier)
+    load_segmenter(a.judge_segmenter)
+    shutil.copyfile(a.judge_classifier, a.out / "judge_classifier.safetensors")
+    shutil.copyfile(a.judge_segmenter, a.out / "judge_segmenter.safetensors")
+    manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
+                "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",
+                "judge_segmenter": "judge_segmenter.safetensors", "note": a.note}
+    atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
+    total = sum(f.stat().st_size for f in a.out.glob("*.safetensors"))
+    print(f"wrote {a.out} ({total / 1e6:.1f} MB of weights)")
+
+
+if __name__ == "__main__":
+    main()
