@@ -23,9 +23,9 @@ from torch import nn
 
 from . import data
 from .errors import SaliencyNoiseError
-from .inversion import IGConfig, invert_gradients
+from .inversion import IGConfig
 from .noise import mix_with_gaussian, standardize
-from .pipeline import Sampler, generate
+from .pipeline import Sampler, craft_noise, generate
 from .presets import Preset, load_preset
 
 
@@ -120,17 +120,6 @@ def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tenso
             "seconds_per_image": torch.tensor(seconds)}
 
 
-def crafted_noises(preset: Preset, guides: data.ShapeBatch, k: int, seed: int, classifier: nn.Module | None = None,
-                   ig: IGConfig | None = None) -> torch.Tensor:
-    """Standardized IG snapshots at step k for a guide batch (uncached; classifier defaults to the preset's)."""
-    clf = classifier if classifier is not None else preset.classifier
-    cfg = dataclasses.replace(ig or IGConfig(iterations=max(k, 1)), snapshots=(k,))
-    norm = clf.config.normalization if hasattr(clf, "config") else preset.normalization
-    res, _ = invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
-                              generator=torch.Generator().manual_seed(seed))
-    return standardize(res.snapshots[k])
-
-
 # ------------------------------------------------------------------------------------ quality bars
 @dataclass
 class QualityArgs:
@@ -143,7 +132,8 @@ class QualityArgs:
     seed: int = 0
 
 
-def quality(preset: Preset, args: QualityArgs, log: Callable[[str], None] = print) -> dict:
+def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """The tiny preset's quality bars (issue: judge >= 97%, segmenter >= 0.9, DDPM >= 90%, phenomenon)."""
     out: dict = {"args": dataclasses.asdict(args)}
     test = data.make_batch("test", 0, args.n_test)
@@ -171,7 +161,8 @@ def quality(preset: Preset, args: QualityArgs, log: Callable[[str], None] = prin
         log(f"{sampler.label} from Gaussian noise: judge per-class accuracy {acc:.4f} over {args.n_samples} samples")
 
     guides = data.make_batch("guides", 0, args.n_guides)
-    crafted = crafted_noises(preset, guides, args.ig_steps, seed=args.seed)
+    crafted = craft_noise(preset, guides.images, guides.labels, steps=(args.ig_steps,), seed=args.seed,
+                          cache_dir=cache_dir)[args.ig_steps]
     fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(args.seed + 1))
     sampler = Sampler("ddim", 50)
     rows = {"gaussian": fresh, f"ig{args.ig_steps}_strength1": crafted,
@@ -187,6 +178,56 @@ def quality(preset: Preset, args: QualityArgs, log: Callable[[str], None] = prin
     return out
 
 
+# ------------------------------------------------------------------------------------ IG classifier choice
+def ig_candidates(preset: Preset, checkpoint_dir: Path, untrained_seed: int = 123) -> dict[str, tuple[nn.Module, float]]:
+    """The IG classifiers compared in the model card: name -> (model, temperature)."""
+    from .classifiers import ClassifierConfig, SmallResNet, load_classifier
+
+    torch.manual_seed(untrained_seed)
+    cands: dict[str, tuple[nn.Module, float]] = {"untrained": (SmallResNet(ClassifierConfig()).eval(), 1.0)}
+    for name, path in (("trained", "resnet_plain"), ("trained_ls0.3", "resnet_ls")):
+        f = checkpoint_dir / path / "model.safetensors"
+        if f.exists():
+            cands[name] = (load_classifier(f), 1.0)
+    if "trained" in cands:
+        cands["trained_T4"] = (cands["trained"][0], 4.0)
+    return cands
+
+
+def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module, float]], n_guides: int,
+                           steps: Sequence[int], strengths: Sequence[float], seed: int = 0,
+                           cache_dir: Path | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """Layout IoU (DDIM-50, every target class) of IG noise against each candidate classifier."""
+    from .inversion import cached_invert_gradients
+    from .noise import resize
+
+    guides = data.make_batch("guides", 0, n_guides)
+    fresh = torch.randn((n_guides, 3, preset.image_size, preset.image_size),
+                        generator=torch.Generator().manual_seed(seed + 1))
+    rows = []
+    base = layout_scores(preset, guides.masks, fresh, Sampler("ddim", 50), seed=seed)
+    rows.append({"classifier": "-", "k": "-", "strength": 0.0, "iou": bootstrap_ci(base["iou"].mean(1).numpy()),
+                 "class_accuracy": base["correct"].mean().item()})
+    log(f"gaussian: IoU {rows[-1]['iou'][0]:.3f}, class acc {rows[-1]['class_accuracy']:.3f}")
+    for name, (clf, temperature) in candidates.items():
+        norm = clf.config.normalization
+        cfg = IGConfig(iterations=max(steps), snapshots=tuple(steps), temperature=temperature)
+        t0 = time.time()
+        res, _ = cached_invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
+                                         seed=seed, cache_dir=cache_dir)
+        ig_seconds = time.time() - t0
+        for k in steps:
+            crafted = resize(standardize(res.snapshots[k]), preset.image_size)
+            for s in strengths:
+                x = mix_with_gaussian(crafted, s, fresh=fresh)
+                sc = layout_scores(preset, guides.masks, x, Sampler("ddim", 50), seed=seed)
+                rows.append({"classifier": name, "k": k, "strength": s, "iou": bootstrap_ci(sc["iou"].mean(1).numpy()),
+                             "class_accuracy": sc["correct"].mean().item(), "ig_seconds": ig_seconds})
+                log(f"{name} k={k} strength={s}: IoU {rows[-1]['iou'][0]:.3f} [{rows[-1]['iou'][1]:.3f}, "
+                    f"{rows[-1]['iou'][2]:.3f}], class acc {rows[-1]['class_accuracy']:.3f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m saliency_lib.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,8 +235,16 @@ def main(argv: list[str] | None = None) -> None:
     q = sub.add_parser("quality", help="the tiny preset's quality bars")
     q.add_argument("--quick", action="store_true", help="small subset (seconds, for tests)")
     q.add_argument("--json", type=Path, help="write the results here")
+    q.add_argument("--cache", type=Path, default=None, help="IG cache folder")
     for f in dataclasses.fields(QualityArgs):
         q.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
+    c = sub.add_parser("ig-classifiers", help="compare IG classifiers (trained, label-smoothed, T=4, untrained)")
+    c.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="training outputs folder")
+    c.add_argument("--n-guides", type=int, default=16)
+    c.add_argument("--steps", default="0,100,300", help="IG snapshot steps k")
+    c.add_argument("--strengths", default="1.0,0.3")
+    c.add_argument("--cache", type=Path, default=None, help="IG cache folder")
+    c.add_argument("--json", type=Path)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
@@ -205,10 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "quality":
         base = QualityArgs(n_test=128, n_samples=16, n_guides=2, ig_steps=20, ddpm_steps=20) if a.quick else QualityArgs()
         over = {f.name: getattr(a, f.name) for f in dataclasses.fields(QualityArgs) if getattr(a, f.name) is not None}
-        res = quality(preset, dataclasses.replace(base, **over))
-        if a.json:
-            from .weights import atomic_write_bytes
-            atomic_write_bytes(a.json, json.dumps(res, indent=2).encode())
+        res = quality(preset, dataclasses.replace(base, **over), cache_dir=a.cache)
+    else:
+        res = compare_ig_classifiers(preset, ig_candidates(preset, a.checkpoints), a.n_guides,
+                                     [int(k) for k in a.steps.split(",")],
+                                     [float(s) for s in a.strengths.split(",")], cache_dir=a.cache)
+    if a.json:
+        from .weights import atomic_write_bytes
+        atomic_write_bytes(a.json, json.dumps(res, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -49,6 +50,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
                   metadata=dict(metadata or {}))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; weights and caches are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,68 @@
+"""Plotting helpers shared by the notebooks, the model card and the evaluation (matplotlib, no state).
+
+Images are ``[N, 3, H, W]`` in [-1, 1] (diffusion space) unless a function says otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+def to_display(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> [0, 1], clamped, detached, on the CPU."""
+    return ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def noise_to_display(noise: torch.Tensor, clip: float = 3.0) -> torch.Tensor:
+    """A standardized noise (about N(0, 1)) -> [0, 1] for display: [-clip, clip] mapped linearly."""
+    return ((noise.detach().float().cpu() / clip + 1) / 2).clamp(0, 1)
+
+
+def grid(images01: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:
+    """Tile ``[N, 3, H, W]`` in [0, 1] into one ``[3, rows*(H+pad)-pad, nrow*(W+pad)-pad]`` image (white gaps)."""
+    n, c, h, w = images01.shape
+    rows = (n + nrow - 1) // nrow
+    out = torch.ones(c, rows * (h + pad) - pad, nrow * (w + pad) - pad)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        out[:, r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = images01[i]
+    return out
+
+
+def show_grid(images01: torch.Tensor, nrow: int, title: str | None = None, row_labels: Sequence[str] | None = None,
+              col_labels: Sequence[str] | None = None, scale: float = 0.9, ax=None):
+    """Show a grid of ``[N, 3, H, W]`` images in [0, 1]; returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    n, _, h, w = images01.shape
+    rows = (n + nrow - 1) // nrow
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(scale * nrow + (1.2 if row_labels else 0), scale * rows + 0.5))
+    else:
+        fig = ax.figure
+    ax.imshow(grid(images01, nrow).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([(w + 1) * i + w / 2 for i in range(nrow)] if col_labels else [])
+    ax.set_xticklabels(list(col_labels) if col_labels else [], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks([(h + 1) * i + h / 2 for i in range(rows)] if row_labels else [])
+    ax.set_yticklabels(list(row_labels) if row_labels else [], fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
+    """Save a figure atomically (temporary file + rename) as PNG."""
+    import io
+
+    from .weights import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -1,0 +1,58 @@
+"""The shipped tiny preset: loads offline, runs the whole pipeline, and the quality script runs."""
+
+import json
+import socket
+
+import pytest
+import torch
+
+from saliency_lib import data
+from saliency_lib.evaluate import QualityArgs, quality
+from saliency_lib.noise import mix_with_gaussian
+from saliency_lib.pipeline import Sampler, craft_noise, generate, guide_batch
+from saliency_lib.presets import TINY_DIR, load_preset
+
+
+@pytest.fixture(scope="module")
+def preset():
+    return load_preset("tiny")
+
+
+def test_loads_offline(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the tiny preset must not touch the network")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    p = load_preset("tiny")
+    assert p.image_size == 32 and p.class_names == list(data.CLASS_NAMES)
+    assert p.unet.config.num_classes == data.NUM_CLASSES
+    total = sum(f.stat().st_size for f in TINY_DIR.glob("*.safetensors"))
+    assert total <= 30e6
+    assert json.loads((TINY_DIR / "preset.json").read_text())["ddpm"] == "ddpm.safetensors"
+
+
+def test_pipeline_end_to_end(preset, tmp_path):
+    guides = guide_batch(2)
+    noise = craft_noise(preset, guides.images, guides.labels, steps=(0, 5), seed=0, cache_dir=tmp_path)
+    assert noise[5].shape == (2, 3, 32, 32)
+    assert torch.allclose(noise[5].std(dim=(1, 2, 3)), torch.ones(2), atol=1e-4)
+    x_T = mix_with_gaussian(noise[5], 0.3, torch.Generator().manual_seed(1))
+    a = generate(preset, x_T, "fish", Sampler("ddim", 5), seed=0)
+    b = generate(preset, x_T, "fish", Sampler("ddim", 5), seed=1)
+    c = generate(preset, x_T, "key", Sampler("ddim", 5), seed=0)
+    assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b)  # DDIM eta=0 ignores the sampler seed
+    assert not torch.equal(a, c)
+    with pytest.raises(Exception, match="unknown class"):
+        generate(preset, x_T, "dragon")
+    with pytest.raises(Exception, match="32x32"):
+        generate(preset, torch.randn(1, 3, 16, 16), 0)
+
+
+def test_quality_script_runs_on_a_small_subset(preset, tmp_path):
+    res = quality(preset, QualityArgs(n_test=64, n_samples=8, n_guides=2, ig_steps=3, ddpm_steps=4),
+                  cache_dir=tmp_path, log=lambda s: None)
+    for key in ("judge_accuracy", "segmenter_miou", "ig_classifier_accuracy", "ig_classifier_confidence"):
+        assert 0 <= res[key] <= 1
+    assert 0 <= res["layout_iou_gaussian"]["mean"] <= 1
+    lo, hi = res["layout_iou_gaussian"]["ci95"]
+    assert lo <= res["layout_iou_gaussian"]["mean"] <= hi
