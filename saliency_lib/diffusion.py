@@ -313,8 +313,7 @@ class GaussianDiffusion:
         (SDEdit-style). ``method``: "ddpm" (ancestral, Eq. 5) or "ddim" (with ``eta``).
         """
         check_image_batch("x_T", x_T)
-        steps = {"ddpm": self.ddpm_step, "ddim": None}
-        if method not in steps:
+        if method not in ("ddpm", "ddim"):
             raise SaliencyNoiseError(f"method must be 'ddpm' or 'ddim', got {method!r}")
         first = self.num_timesteps - 1 if start_index is None else start_index
         if not 0 <= first < self.num_timesteps:

@@ -204,27 +204,32 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
     guides = data.make_batch("guides", 0, n_guides)
     fresh = torch.randn((n_guides, 3, preset.image_size, preset.image_size),
                         generator=torch.Generator().manual_seed(seed + 1))
-    rows = []
-    base = layout_scores(preset, guides.masks, fresh, Sampler("ddim", 50), seed=seed)
-    rows.append({"classifier": "-", "k": "-", "strength": 0.0, "iou": bootstrap_ci(base["iou"].mean(1).numpy()),
-                 "class_accuracy": base["correct"].mean().item()})
+
+    def score(crafted: torch.Tensor, s: float) -> dict:
+        sc = layout_scores(preset, guides.masks, mix_with_gaussian(crafted, s, fresh=fresh), Sampler("ddim", 50),
+                           seed=seed)
+        return {"iou": bootstrap_ci(sc["iou"].mean(1).numpy()), "class_accuracy": sc["correct"].mean().item()}
+
+    rows = [{"classifier": "gaussian noise", "k": "-", "strength": 0.0, **score(fresh, 0.0)}]
     log(f"gaussian: IoU {rows[-1]['iou'][0]:.3f}, class acc {rows[-1]['class_accuracy']:.3f}")
-    for name, (clf, temperature) in candidates.items():
+
+    steps = sorted(set(steps) | {0})
+    for i, (name, (clf, temperature)) in enumerate(candidates.items()):
         norm = clf.config.normalization
         cfg = IGConfig(iterations=max(steps), snapshots=tuple(steps), temperature=temperature)
         t0 = time.time()
         res, _ = cached_invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
                                          seed=seed, cache_dir=cache_dir)
         ig_seconds = time.time() - t0
-        for k in steps:
+        # k = 0 is the seeded randn init, the same for every classifier: scored once
+        for k in (steps if i == 0 else [k for k in steps if k]):
             crafted = resize(standardize(res.snapshots[k]), preset.image_size)
             for s in strengths:
-                x = mix_with_gaussian(crafted, s, fresh=fresh)
-                sc = layout_scores(preset, guides.masks, x, Sampler("ddim", 50), seed=seed)
-                rows.append({"classifier": name, "k": k, "strength": s, "iou": bootstrap_ci(sc["iou"].mean(1).numpy()),
-                             "class_accuracy": sc["correct"].mean().item(), "ig_seconds": ig_seconds})
-                log(f"{name} k={k} strength={s}: IoU {rows[-1]['iou'][0]:.3f} [{rows[-1]['iou'][1]:.3f}, "
-                    f"{rows[-1]['iou'][2]:.3f}], class acc {rows[-1]['class_accuracy']:.3f}")
+                rows.append({"classifier": name if k else "(any: the init)", "k": k, "strength": s,
+                             "ig_seconds": ig_seconds, **score(crafted, s)})
+                r = rows[-1]
+                log(f"{r['classifier']} k={k} strength={s}: IoU {r['iou'][0]:.3f} [{r['iou'][1]:.3f}, "
+                    f"{r['iou'][2]:.3f}], class acc {r['class_accuracy']:.3f}")
     return rows
 
 
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("ig-classifiers", help="compare IG classifiers (trained, label-smoothed, T=4, untrained)")
     c.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="training outputs folder")
     c.add_argument("--n-guides", type=int, default=16)
-    c.add_argument("--steps", default="0,100,300", help="IG snapshot steps k")
+    c.add_argument("--steps", default="300", help="IG snapshot steps k (0, the init, is always scored once)")
     c.add_argument("--strengths", default="1.0,0.3")
     c.add_argument("--cache", type=Path, default=None, help="IG cache folder")
     c.add_argument("--json", type=Path)
