@@ -214,8 +214,13 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
     log(f"gaussian: IoU {rows[-1]['iou'][0]:.3f}, class acc {rows[-1]['class_accuracy']:.3f}")
 
     steps = sorted(set(steps) | {0})
+    test = data.make_batch("test", 0, 1024)
     for i, (name, (clf, temperature)) in enumerate(candidates.items()):
         norm = clf.config.normalization
+        with torch.no_grad():
+            p = (clf(norm.from_diffusion(test.images)) / temperature).softmax(-1)
+        acc, conf = (p.argmax(1) == test.labels).float().mean().item(), p.max(1).values.mean().item()
+        log(f"{name}: accuracy {acc:.3f}, mean confidence {conf:.3f} (1024 test images, T={temperature})")
         cfg = IGConfig(iterations=max(steps), snapshots=tuple(steps), temperature=temperature)
         t0 = time.time()
         res, _ = cached_invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
@@ -226,7 +231,8 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
             crafted = resize(standardize(res.snapshots[k]), preset.image_size)
             for s in strengths:
                 rows.append({"classifier": name if k else "(any: the init)", "k": k, "strength": s,
-                             "ig_seconds": ig_seconds, **score(crafted, s)})
+                             "ig_seconds": ig_seconds, "classifier_accuracy": acc if k else None,
+                             "classifier_confidence": conf if k else None, **score(crafted, s)})
                 r = rows[-1]
                 log(f"{r['classifier']} k={k} strength={s}: IoU {r['iou'][0]:.3f} [{r['iou'][1]:.3f}, "
                     f"{r['iou'][2]:.3f}], class acc {r['class_accuracy']:.3f}")
