@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import data
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .unet import UNet, UNetConfig
-from .weights import config_from_metadata, config_to_metadata, load_tensors, save_tensors
+from .weights import config_to_metadata, load_tensors, save_tensors
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saliency_lib import presets
-from saliency_lib.errors import DownloadError, SaliencyNoiseError, WeightsError
+from saliency_lib.errors import DownloadError, SaliencyNoiseError
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
