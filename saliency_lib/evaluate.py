@@ -121,6 +121,24 @@ def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tenso
 
 
 # ------------------------------------------------------------------------------------ quality bars
+def model_metrics(preset: Preset, n_test: int = 2048, log: Callable[[str], None] = print) -> dict:
+    """Judge accuracy, segmenter mIoU, IG classifier accuracy and confidence on the ``test`` split."""
+    out = {}
+    test = data.make_batch("test", 0, n_test)
+    probs = judge_probs(preset, test.images)
+    out["judge_accuracy"] = (probs.argmax(1) == test.labels).float().mean().item()
+    out["judge_confidence"] = probs.max(1).values.mean().item()
+    out["segmenter_miou"] = mask_iou(judge_masks(preset, test.images), test.masks).mean().item()
+    with torch.no_grad():
+        p_ig = preset.classifier(preset.normalization.from_diffusion(test.images)).softmax(-1)
+    out["ig_classifier_accuracy"] = (p_ig.argmax(1) == test.labels).float().mean().item()
+    out["ig_classifier_confidence"] = p_ig.max(1).values.mean().item()
+    log(f"on {n_test} test images: judge classifier accuracy {out['judge_accuracy']:.4f} (confidence "
+        f"{out['judge_confidence']:.4f}); segmenter mIoU {out['segmenter_miou']:.4f}; IG classifier accuracy "
+        f"{out['ig_classifier_accuracy']:.4f}, confidence {out['ig_classifier_confidence']:.4f}")
+    return out
+
+
 @dataclass
 class QualityArgs:
     n_test: int = 2048          # held-out samples for the judge and IG classifier
@@ -135,18 +153,7 @@ class QualityArgs:
 def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
             log: Callable[[str], None] = print) -> dict:
     """The tiny preset's quality bars (issue: judge >= 97%, segmenter >= 0.9, DDPM >= 90%, phenomenon)."""
-    out: dict = {"args": dataclasses.asdict(args)}
-    test = data.make_batch("test", 0, args.n_test)
-    probs = judge_probs(preset, test.images)
-    out["judge_accuracy"] = (probs.argmax(1) == test.labels).float().mean().item()
-    out["segmenter_miou"] = mask_iou(judge_masks(preset, test.images), test.masks).mean().item()
-    with torch.no_grad():
-        p_ig = preset.classifier(preset.normalization.from_diffusion(test.images)).softmax(-1)
-    out["ig_classifier_accuracy"] = (p_ig.argmax(1) == test.labels).float().mean().item()
-    out["ig_classifier_confidence"] = p_ig.max(1).values.mean().item()
-    log(f"judge classifier accuracy {out['judge_accuracy']:.4f}; segmenter mIoU {out['segmenter_miou']:.4f}; "
-        f"IG classifier accuracy {out['ig_classifier_accuracy']:.4f}, confidence {out['ig_classifier_confidence']:.4f}")
-
+    out: dict = {"args": dataclasses.asdict(args), **model_metrics(preset, args.n_test, log)}
     k = len(preset.class_names)
     y = torch.arange(args.n_samples) % k
     gen = torch.Generator().manual_seed(args.seed)
@@ -194,6 +201,21 @@ def ig_candidates(preset: Preset, checkpoint_dir: Path, untrained_seed: int = 12
     return cands
 
 
+def candidate_metrics(candidates: dict[str, tuple[nn.Module, float]], n_test: int = 1024,
+                      log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+    """Accuracy and mean confidence (softmax of logits / T) of each IG candidate on the test split."""
+    test = data.make_batch("test", 0, n_test)
+    out = {}
+    for name, (clf, temperature) in candidates.items():
+        with torch.no_grad():
+            p = (clf(clf.config.normalization.from_diffusion(test.images)) / temperature).softmax(-1)
+        out[name] = {"accuracy": (p.argmax(1) == test.labels).float().mean().item(),
+                     "confidence": p.max(1).values.mean().item(), "temperature": temperature}
+        log(f"IG candidate {name}: accuracy {out[name]['accuracy']:.4f}, mean confidence "
+            f"{out[name]['confidence']:.4f} ({n_test} test images, T={temperature})")
+    return out
+
+
 def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module, float]], n_guides: int,
                            steps: Sequence[int], strengths: Sequence[float], seed: int = 0,
                            cache_dir: Path | None = None, log: Callable[[str], None] = print) -> list[dict]:
@@ -214,13 +236,10 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
     log(f"gaussian: IoU {rows[-1]['iou'][0]:.3f}, class acc {rows[-1]['class_accuracy']:.3f}")
 
     steps = sorted(set(steps) | {0})
-    test = data.make_batch("test", 0, 1024)
+    accuracy = candidate_metrics(candidates, 1024, log)
     for i, (name, (clf, temperature)) in enumerate(candidates.items()):
         norm = clf.config.normalization
-        with torch.no_grad():
-            p = (clf(norm.from_diffusion(test.images)) / temperature).softmax(-1)
-        acc, conf = (p.argmax(1) == test.labels).float().mean().item(), p.max(1).values.mean().item()
-        log(f"{name}: accuracy {acc:.3f}, mean confidence {conf:.3f} (1024 test images, T={temperature})")
+        acc, conf = accuracy[name]["accuracy"], accuracy[name]["confidence"]
         cfg = IGConfig(iterations=max(steps), snapshots=tuple(steps), temperature=temperature)
         t0 = time.time()
         res, _ = cached_invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
@@ -249,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--cache", type=Path, default=None, help="IG cache folder")
     for f in dataclasses.fields(QualityArgs):
         q.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
+    mm = sub.add_parser("models", help="judge and IG-classifier metrics only (seconds)")
+    mm.add_argument("--n-test", type=int, default=2048)
+    mm.add_argument("--json", type=Path)
+    mm.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="also report the IG candidates")
     c = sub.add_parser("ig-classifiers", help="compare IG classifiers (trained, label-smoothed, T=4, untrained)")
     c.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="training outputs folder")
     c.add_argument("--n-guides", type=int, default=16)
@@ -266,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
         base = QualityArgs(n_test=128, n_samples=16, n_guides=2, ig_steps=20, ddpm_steps=20) if a.quick else QualityArgs()
         over = {f.name: getattr(a, f.name) for f in dataclasses.fields(QualityArgs) if getattr(a, f.name) is not None}
         res = quality(preset, dataclasses.replace(base, **over), cache_dir=a.cache)
+    elif a.cmd == "models":
+        res = model_metrics(preset, a.n_test)
+        res["ig_candidates"] = candidate_metrics(ig_candidates(preset, a.checkpoints), a.n_test)
     else:
         res = compare_ig_classifiers(preset, ig_candidates(preset, a.checkpoints), a.n_guides,
                                      [int(k) for k in a.steps.split(",")],
