@@ -159,11 +159,10 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
         raise SaliencyNoiseError(f"the tiny preset's files are missing: no {manifest_path}; the repository "
                                  "ships them under data/models/tiny")
     manifest = json.loads(manifest_path.read_text())
-    unet = load_unet(str(d / manifest["ddpm"]))
-    from .weights import load_tensors
+    from .weights import read_metadata
 
-    _, meta = load_tensors(d / manifest["ddpm"])
-    diff_cfg = DiffusionConfig(**json.loads(meta["diffusion_config"]))
+    unet = load_unet(str(d / manifest["ddpm"]))
+    diff_cfg = DiffusionConfig(**json.loads(read_metadata(d / manifest["ddpm"])["diffusion_config"]))
     classifier = load_classifier(d / manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,

@@ -126,7 +126,6 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if ema is not None:
             ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        # the optimizer needs one step to create its state before loading it
         _load_optimizer(opt, tensors)
         start, history, wall = int(meta["step"]), json.loads(meta["loss_history"]), float(meta["wall_seconds"])
         print(f"resumed from {last} at step {start}")

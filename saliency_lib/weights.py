@@ -76,6 +76,17 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """Only the metadata of a safetensors file (the tensors are not read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"weights file {str(path)!r} is missing, corrupt or truncated ({e})") from e
+
+
 def config_to_metadata(config: Any) -> dict[str, str]:
     """Dataclass config -> safetensors metadata entries (``config_class``, ``config`` as JSON)."""
     return {"config_class": type(config).__name__, "config": json.dumps(dataclasses.asdict(config))}
