@@ -18,6 +18,7 @@ another architecture and seed, and a small encoder-decoder segmenter predicting 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,10 +218,16 @@ def imagenet_class_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- training
+def _classifier_step_inputs(step: int, batch_size: int, image_size: int) -> dict[str, torch.Tensor]:
+    """Batch of step ``step``: train-split samples ``step*B .. step*B+B-1`` (images in [-1, 1], labels, masks)."""
+    from . import data
+    b = data.make_batch("train", step * batch_size, batch_size, image_size)
+    return {"images": b.images, "labels": b.labels, "masks": b.masks}
+
+
 def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resume: bool,
                          max_minutes: float | None, progress: bool = True) -> dict:
     """``python -m saliency_lib.train classifier|segmenter``: train on the shapes train split."""
-    from . import data
     from .train import TrainConfig, run_training
 
     cfg = TrainConfig(**{"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 5e-4,
@@ -232,15 +239,16 @@ def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resum
         model = Segmenter(SegmenterConfig(image_size=cfg.image_size))
     norm = model.config.normalization
 
-    def loss_fn(m: nn.Module, step: int) -> torch.Tensor:
-        b = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
-        x = norm.from_diffusion(b.images)
+    batch_fn = functools.partial(_classifier_step_inputs, batch_size=cfg.batch_size, image_size=cfg.image_size)
+
+    def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = norm.from_diffusion(b["images"])
         if what == "classifier":
-            return F.cross_entropy(m(x), b.labels, label_smoothing=cfg.label_smoothing)
-        return F.binary_cross_entropy_with_logits(m(x), b.masks.float())
+            return F.cross_entropy(m(x), b["labels"], label_smoothing=cfg.label_smoothing)
+        return F.binary_cross_entropy_with_logits(m(x), b["masks"].float())
 
     meta = config_to_metadata(model.config)
-    result = run_training(out, model, cfg, loss_fn, meta, use_ema=False, resume=resume, max_minutes=max_minutes,
+    result = run_training(out, model, cfg, batch_fn, loss_fn, meta, use_ema=False, resume=resume, max_minutes=max_minutes,
                           progress=progress)
     save_model(model.eval(), out / "model.safetensors",
                {"train_config": json.dumps(dataclasses.asdict(cfg)), "step": str(result["step"])})

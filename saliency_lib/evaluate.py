@@ -23,7 +23,6 @@ from torch import nn
 
 from . import data
 from .errors import SaliencyNoiseError
-from .inversion import IGConfig
 from .noise import mix_with_gaussian, standardize
 from .pipeline import Sampler, craft_noise, generate
 from .presets import Preset, load_preset
@@ -240,7 +239,8 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
     for i, (name, (clf, temperature)) in enumerate(candidates.items()):
         norm = clf.config.normalization
         acc, conf = accuracy[name]["accuracy"], accuracy[name]["confidence"]
-        cfg = IGConfig(iterations=max(steps), snapshots=tuple(steps), temperature=temperature)
+        cfg = dataclasses.replace(preset.ig_config, iterations=max(steps), snapshots=tuple(steps),
+                                  temperature=temperature)
         t0 = time.time()
         res, _ = cached_invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
                                          seed=seed, cache_dir=cache_dir)

@@ -51,6 +51,47 @@ def guide_batch(n: int, start: int = 0, size: int = 32):
 
 
 @dataclass
+class Guides:
+    images: torch.Tensor             # [G, 3, S, S] in [-1, 1] at the DDPM resolution
+    labels: torch.Tensor | None      # [G] true classes (None: recovered from the gradients, iDLG)
+    masks: torch.Tensor | None       # [G, 1, S, S] bool object masks (tiny preset only: the measurements)
+
+
+def load_guide_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
+    """Image files -> ``[G, 3, size, size]`` in [-1, 1] (centre square crop, bicubic resize)."""
+    from PIL import Image
+
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise SaliencyNoiseError(f"guide image {str(path)!r} does not exist")
+        im = Image.open(path).convert("RGB")
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3)
+        out.append(x.permute(2, 0, 1).float() / 127.5 - 1)
+    return torch.stack(out)
+
+
+def guides_for(preset: Preset, n: int, paths: Sequence[str | Path] = (), labels: Sequence[int | str] | None = None,
+               start: int = 0) -> Guides:
+    """The guides x* of a notebook: held-out dataset shapes (tiny) or the given image files (any preset).
+
+    With ``paths`` the images are read from disk and ``labels`` (names or ids; None: recovered by IG) give
+    their true classes; without, the tiny preset's ``guides`` split supplies ``n`` shapes with masks.
+    """
+    if paths:
+        ys = None if labels is None else target_labels(preset, list(labels), len(paths))
+        return Guides(load_guide_images(paths, preset.image_size), ys, None)
+    if preset.name != "tiny":
+        raise SaliencyNoiseError(f"preset {preset.name!r} has no built-in guides: pass guide image files "
+                                 "(the notebooks' guide_images parameter) and optionally their labels")
+    b = guide_batch(n, start, preset.image_size)
+    return Guides(b.images, b.labels, b.masks)
+
+
+@dataclass
 class CraftedNoise:
     noises: dict[int, torch.Tensor]   # IG step k -> standardized noise [B, 3, S, S] at the DDPM resolution
     raw: dict[int, torch.Tensor]      # IG step k -> IG image [B, 3, H, W] in the classifier space
@@ -68,11 +109,12 @@ def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | Non
     """Alg. 1 lines 1-3: IG against the preset's classifier, snapshots at ``steps``, standardized.
 
     guides: ``[B, 3, H, W]`` in [-1, 1] (diffusion space). The IG run lasts ``max(steps)`` iterations
-    (its LR milestones are fractions of that) unless ``ig`` says otherwise.
+    (its LR milestones are fractions of that) unless ``ig`` says otherwise; the other IG settings default
+    to the preset's (``preset.ig_config``).
     """
     check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
     steps = sorted(set(int(s) for s in steps))
-    base = ig or IGConfig(iterations=max(steps))
+    base = ig or dataclasses.replace(preset.ig_config, iterations=max(steps))
     cfg = dataclasses.replace(base, snapshots=tuple(steps))
     device = next(preset.classifier.parameters()).device
     result, stats = cached_invert_gradients(preset.classifier, preset.normalization.from_diffusion(guides.to(device)),

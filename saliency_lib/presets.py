@@ -31,6 +31,7 @@ from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names,
                           load_segmenter)
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
+from .inversion import IGConfig
 from .unet import UNet, load_unet
 
 ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
@@ -39,7 +40,8 @@ ADM128_FLAGS = {
     "attention_resolutions": "32,16,8", "class_cond": True, "diffusion_steps": 1000, "image_size": 128,
     "learn_sigma": True, "noise_schedule": "linear", "num_channels": 256, "num_heads": 4,
     "num_res_blocks": 2, "resblock_updown": True, "use_fp16": True, "use_scale_shift_norm": True}
-TINY_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "tiny"
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"   # shipped data: models, IG cache of the notebooks
+TINY_DIR = REPO_DATA / "models" / "tiny"
 
 
 # ------------------------------------------------------------------------------------ downloads
@@ -128,6 +130,8 @@ class Preset:
     judge_classifier: nn.Module | None = None   # evaluation only (tiny preset)
     judge_segmenter: nn.Module | None = None    # evaluation only (tiny preset)
     info: dict = field(default_factory=dict)    # provenance (files, steps, choices)
+    ig_config: IGConfig = field(default_factory=IGConfig)  # IG defaults for this classifier (iterations and
+                                                           # snapshots are set per call by craft_noise)
 
     def diffusion(self, respacing: str | None = None) -> GaussianDiffusion:
         """The diffusion process, optionally respaced (e.g. "ddim25", "250")."""
@@ -170,7 +174,7 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   image_size=unet.config.image_size,
                   judge_classifier=load_classifier(d / manifest["judge_classifier"]),
                   judge_segmenter=load_segmenter(d / manifest["judge_segmenter"]),
-                  info=manifest).to(device)
+                  info=manifest, ig_config=IGConfig(**manifest.get("ig", {}))).to(device)
 
 
 def load_imagenet128(device: str = "cuda", progress: bool = True) -> Preset:

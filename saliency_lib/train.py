@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -84,6 +85,7 @@ def save_checkpoint(path: Path, step: int, model: nn.Module, opt: torch.optim.Op
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     tensors.update(_optimizer_tensors(opt))
+    tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     meta = dict(model_meta)
     meta.update(step=str(step), train_config=json.dumps(dataclasses.asdict(train_cfg)),
                 loss_history=json.dumps(history), wall_seconds=f"{wall_seconds:.1f}")
@@ -95,19 +97,59 @@ def export_weights(ckpt: Path, out: Path, prefix: str = "ema.") -> None:
     tensors, meta = load_tensors(ckpt)
     if not any(k.startswith(prefix) for k in tensors):
         prefix = "model."
-    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not any(k.startswith(prefix) for k in tensors):  # already exported: copy the weights as they are
+        prefix = meta.get("weights", "weights") + "."
+        weights = tensors
+    else:
+        weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     keep = {k: meta[k] for k in ("config", "config_class", "step", "train_config", "wall_seconds",
-                                 "diffusion_config", "arch") if k in meta}
+                                 "diffusion_config", "arch", "loss_history", "trained_on") if k in meta}
     keep["weights"] = prefix.rstrip(".")
     save_tensors(out, weights, keep)
 
 
 # ----------------------------------------------------------------------------- generic loop
-def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callable[[nn.Module, int], torch.Tensor],
+class _StepInputs(torch.utils.data.Dataset):
+    """Index ``s`` -> the CPU inputs of step ``s`` (lets a DataLoader's workers prepare steps ahead)."""
+
+    def __init__(self, batch_fn: Callable[[int], dict[str, torch.Tensor]], start: int, stop: int):
+        self.batch_fn, self.start, self.stop = batch_fn, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.batch_fn(self.start + i)
+
+
+def _step_inputs(batch_fn: Callable[[int], dict[str, torch.Tensor]], start: int, stop: int, workers: int):
+    """Yield ``batch_fn(s)`` for s in [start, stop) in order, prepared by ``workers`` processes (0: inline)."""
+    if workers <= 0:
+        for s in range(start, stop):
+            yield batch_fn(s)
+        return
+    loader = torch.utils.data.DataLoader(_StepInputs(batch_fn, start, stop), batch_size=None, shuffle=False,
+                                         num_workers=workers, prefetch_factor=4)
+    yield from loader
+
+
+def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
+                 batch_fn: Callable[[int], dict[str, torch.Tensor]],
+                 loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
                  model_meta: dict[str, str], *, use_ema: bool, resume: bool, max_minutes: float | None,
-                 progress: bool = True) -> dict:
-    """Optimise ``loss_fn(model, step)`` for ``cfg.steps`` steps with AdamW, checkpoints and resume."""
+                 progress: bool = True, device: str | torch.device = "cpu", workers: int = 0,
+                 fit_minutes: float | None = None) -> dict:
+    """Optimise ``loss_fn(model, batch_fn(step))`` for ``cfg.steps`` steps with AdamW, checkpoints and resume.
+
+    ``batch_fn(step)`` makes every random input of a step on the CPU from ``(cfg.seed, step)`` (so runs on
+    any device see the same data and noise); ``workers`` processes prepare them ahead. ``fit_minutes``
+    (fresh runs only) times the first ``cfg.warmup // 2`` steps and then sets ``cfg.steps`` to what fits in
+    that many minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config
+    reproduces the run.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = None
     if use_ema:
@@ -116,6 +158,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
     start, history, wall = 0, [], 0.0
     last = out / "last.safetensors"
     if resume and last.exists():
+        if fit_minutes is not None:
+            raise ValueError("fit_minutes sets the planned length of a fresh run; with --resume give --steps")
         tensors, meta = load_tensors(last)
         stored = TrainConfig(**json.loads(meta["train_config"]))
         fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "seed", "image_size")
@@ -123,6 +167,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
                              "checkpoint_minutes may change")
+        tensors = {k: v.to(device) for k, v in tensors.items()}
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if ema is not None:
             ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -131,15 +176,21 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
         print(f"resumed from {last} at step {start}")
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=out.name)
+    probe = max(1, cfg.warmup // 2) if fit_minutes is not None else None
+    horizon = start + 10_000_000 if fit_minutes is not None else cfg.steps
+    bar = tqdm(initial=start, total=cfg.steps, disable=not progress, desc=out.name)
     t0, last_ckpt = time.time(), time.time()
     running = None
     done_steps = start
-    for step in bar:
+    step = start
+    for inputs in _step_inputs(batch_fn, start, horizon, workers):
+        if step >= cfg.steps:
+            break
+        inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         model.train()
-        loss = loss_fn(model, step)
+        loss = loss_fn(model, inputs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -147,14 +198,21 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
         if ema is not None:
             with torch.no_grad():
                 d = min(cfg.ema_decay, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - d)
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
                 for be, bm in zip(ema.buffers(), model.buffers()):
                     be.copy_(bm)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 10 == 0:  # smoothed loss every 10 steps
+        if step % 10 == 0:  # smoothed loss every 10 steps (the only host sync of a step)
+            value = loss.item()
+            running = value if running is None else 0.8 * running + 0.2 * value
             history.append(round(running, 5))
-        bar.set_postfix(loss=f"{running:.4f}")
+            bar.set_postfix(loss=f"{running:.4f}")
+        bar.update(1)
+        if probe is not None and step + 1 - start == probe:
+            per_step = (time.time() - t0) / probe
+            fitted = start + probe + int((60 * fit_minutes - (time.time() - t0)) / per_step)
+            cfg = dataclasses.replace(cfg, steps=max(cfg.warmup + 1, fitted))
+            bar.total = cfg.steps
+            print(f"{per_step * 1e3:.1f} ms/step: planning {cfg.steps} steps to fit {fit_minutes} minutes")
         elapsed = wall + time.time() - t0
         done = step + 1 == cfg.steps
         out_of_time = max_minutes is not None and time.time() - t0 > 60 * max_minutes
@@ -162,10 +220,12 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig, loss_fn: Callabl
             save_checkpoint(last, step + 1, model, opt, ema, cfg, model_meta, history, elapsed)
             last_ckpt = time.time()
         done_steps = step + 1
+        step += 1
         if out_of_time:
-            print(f"stopping after {max_minutes} minutes at step {step + 1}; --resume continues")
+            print(f"stopping after {max_minutes} minutes at step {step}; --resume continues")
             break
-    return {"step": done_steps, "wall_seconds": wall + time.time() - t0, "history": history}
+    bar.close()
+    return {"step": done_steps, "wall_seconds": wall + time.time() - t0, "history": history, "config": cfg}
 
 
 # ----------------------------------------------------------------------------- DDPM
@@ -175,25 +235,36 @@ TINY_UNET = UNetConfig(image_size=32, model_channels=32, out_channels=3, num_res
 TINY_DIFFUSION = DiffusionConfig(num_steps=1000, schedule="linear", learn_sigma=False, fixed_variance="small")
 
 
-def ddpm_loss_fn(diffusion: GaussianDiffusion, cfg: TrainConfig, cond_drop: float = 0.0):
-    def loss_fn(model: nn.Module, step: int) -> torch.Tensor:
-        batch = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
-        g = step_generator(cfg.seed, step)
-        t = torch.randint(0, diffusion.num_timesteps, (cfg.batch_size,), generator=g)
-        return diffusion.training_loss(model, batch.images, t, y=batch.labels, generator=g).mean()
+def ddpm_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int) -> dict[str, torch.Tensor]:
+    """Every random input of DDPM step ``step`` (CPU, from ``(cfg.seed, step)``): x_0 ``[B,3,H,W]`` in [-1, 1],
+    labels ``[B]``, timesteps ``[B]`` and the noise eps ``[B,3,H,W]`` of the simple loss."""
+    batch = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
+    g = step_generator(cfg.seed, step)
+    t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=g)
+    noise = torch.randn(batch.images.shape, generator=g)
+    return {"x0": batch.images, "y": batch.labels, "t": t, "noise": noise}
+
+
+def ddpm_loss_fn(diffusion: GaussianDiffusion):
+    def loss_fn(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return diffusion.training_loss(model, inputs["x0"], inputs["t"], y=inputs["y"], noise=inputs["noise"]).mean()
     return loss_fn
 
 
 def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
                diff_cfg: DiffusionConfig = TINY_DIFFUSION, resume: bool = False,
-               max_minutes: float | None = None, progress: bool = True) -> dict:
+               max_minutes: float | None = None, progress: bool = True, device: str = "cpu",
+               workers: int = 0, fit_minutes: float | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     model = UNet(unet_cfg)
     diffusion = GaussianDiffusion.from_config(diff_cfg)
     meta = config_to_metadata(unet_cfg)
     meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))
-    return run_training(out, model, cfg, ddpm_loss_fn(diffusion, cfg), meta, use_ema=cfg.ema_decay > 0,
-                        resume=resume, max_minutes=max_minutes, progress=progress)
+    meta["trained_on"] = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
+    batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
+    return run_training(out, model, cfg, batch_fn, ddpm_loss_fn(diffusion), meta, use_ema=cfg.ema_decay > 0,
+                        resume=resume, max_minutes=max_minutes, progress=progress, device=device,
+                        workers=workers, fit_minutes=fit_minutes)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -207,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--from-ckpt", type=Path, help="export: training checkpoint to export")
+    p.add_argument("--device", default="cpu", help="ddpm: torch device to train on (cpu, cuda)")
+    p.add_argument("--workers", type=int, default=0, help="ddpm: processes preparing batches ahead (0: inline)")
+    p.add_argument("--fit-minutes", type=float, default=None,
+                   help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
+    p.add_argument("--unet", type=json.loads, default=None,
+                   help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
     for f in dataclasses.fields(TrainConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
     a = p.parse_args(argv)
@@ -217,11 +294,14 @@ def main(argv: list[str] | None = None) -> None:
         export_weights(a.from_ckpt, a.out)
         return
     if a.what == "ddpm":
-        result = train_ddpm(a.out, TrainConfig(**overrides), resume=a.resume, max_minutes=a.minutes)
+        unet_cfg = dataclasses.replace(TINY_UNET, **{k: tuple(v) if isinstance(v, list) else v
+                                                     for k, v in (a.unet or {}).items()})
+        result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, resume=a.resume,
+                            max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)
-    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    print(json.dumps({"step": result["step"], "wall_seconds": round(result["wall_seconds"], 1)}))
 
 
 if __name__ == "__main__":

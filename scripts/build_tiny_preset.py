@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--judge-segmenter", type=Path, required=True)
     p.add_argument("--out", type=Path, default=TINY_DIR)
     p.add_argument("--note", default="", help="why this IG classifier (stored in preset.json)")
+    p.add_argument("--ig-tv-weight", type=float, default=1e-3,
+                   help="the preset's IG total-variation weight (IGConfig.tv_weight; see the model card's sweep)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     export_weights(a.ddpm, a.out / "ddpm.safetensors")
@@ -50,7 +52,8 @@ def main() -> None:
     shutil.copyfile(a.judge_segmenter, a.out / "judge_segmenter.safetensors")
     manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
                 "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",
-                "judge_segmenter": "judge_segmenter.safetensors", "note": a.note}
+                "judge_segmenter": "judge_segmenter.safetensors", "note": a.note,
+                "ig": {"tv_weight": a.ig_tv_weight}}
     atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
     total = sum(f.stat().st_size for f in a.out.glob("*.safetensors"))
     print(f"wrote {a.out} ({total / 1e6:.1f} MB of weights)")
