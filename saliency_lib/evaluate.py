@@ -3,6 +3,8 @@
     python -m saliency_lib.evaluate quality            # the tiny preset's quality bars (model card)
     python -m saliency_lib.evaluate quality --quick    # a small subset (tests)
     python -m saliency_lib.evaluate ig-classifiers     # compare IG classifiers (model card table)
+    python -m saliency_lib.evaluate run                # the full protocol: results/tiny/{results.json,csv,*.png}
+    python -m saliency_lib.evaluate run --quick        # the same pipeline at tiny sizes (CI)
 
 Images are ``[N, 3, H, W]`` in [-1, 1]; masks ``[N, 1, H, W]`` bool.
 """
@@ -258,6 +260,275 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
     return rows
 
 
+# ------------------------------------------------------------------------------------ the protocol (notebook 06)
+@dataclass(frozen=True)
+class ProtocolArgs:
+    n_guides: int = 64                                   # held-out guides (split "guides", never trained on)
+    classes_per_guide: int = 2                           # target classes per guide, balanced over the classes
+    ig_steps: tuple[int, ...] = (0, 100, 300, 1000)      # IG snapshots k scored (0 = the seeded Gaussian init)
+    strength: float = 0.3                                # crafted-noise strength outside the strength curve
+    strengths: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 1.0)  # the strength curve (1.0 = the paper's recipe)
+    sdedit_t0: tuple[float, ...] = (0.3, 0.5, 0.7)       # SDEdit start, fraction of T
+    ilvr_factors: tuple[int, ...] = (4, 8)               # ILVR down-sampling factors N
+    transforms: tuple[str, ...] = ("rot90", "rot180", "rot270", "hflip", "vflip")  # orientation follow
+    ddim_steps: int = 50                                 # the main sampler: DDIM (eta = 0)
+    ddpm_steps: int = 250                                # the ancestral sampler's respaced steps
+    ddpm_guides: int = 16                                # guides (first n) for the DDPM rows and diversity
+    diversity_seeds: int = 2                             # sampler seeds per (noise, class) for diversity
+    classifier_guides: int = 16                          # guides (first n) for the IG-classifier rows
+    classifier_snapshots: tuple[int, ...] = (0, 300, 1000)  # their IG snapshots; the largest is scored (the same
+                                                         # as `evaluate ig-classifiers --steps 300,1000`: cache hits)
+    seed: int = 0                                        # seeds IG inits, fresh noise and samplers
+
+
+QUICK_PROTOCOL = ProtocolArgs(n_guides=4, ig_steps=(0, 10), strengths=(0.3, 1.0), sdedit_t0=(0.5,),
+                              ilvr_factors=(4,), transforms=("rot90", "hflip"), ddim_steps=5, ddpm_steps=5,
+                              ddpm_guides=2, classifier_guides=2, classifier_snapshots=(0, 10))
+
+
+def assignments(n_guides: int, classes_per_guide: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(guide index ``[M]``, target class ``[M]``): guide i gets classes (i*c + j) mod K, j < c, so every class
+    is a target equally often (when n_guides * c is a multiple of K) and each guide's own class is not special."""
+    if not 1 <= classes_per_guide <= num_classes:
+        raise SaliencyNoiseError(f"classes_per_guide must be in [1, {num_classes}], got {classes_per_guide}")
+    gi = torch.arange(n_guides).repeat_interleave(classes_per_guide)
+    j = torch.arange(classes_per_guide).repeat(n_guides)
+    return gi, (gi * classes_per_guide + j) % num_classes
+
+
+def _per_guide(values: torch.Tensor, gi: torch.Tensor) -> np.ndarray:
+    """Mean of per-image values within each guide (NaN-aware), ``[G]``."""
+    v, out = values.double(), []
+    for g in gi.unique(sorted=True).tolist():
+        x = v[gi == g]
+        x = x[torch.isfinite(x)]
+        out.append(x.mean().item() if x.numel() else float("nan"))
+    return np.asarray(out)
+
+
+def score_images(preset: Preset, images: torch.Tensor, guide_masks: torch.Tensor, y: torch.Tensor,
+                 gi: torch.Tensor) -> dict:
+    """Judge metrics of images ``[M]`` against their guides' masks: mean and 95% CI over guides."""
+    masks = judge_masks(preset, images)
+    gm = guide_masks[gi]
+    per = {"iou": mask_iou(masks, gm), "centroid_dist": centroid_distance(masks, gm),
+           "class_accuracy": (judge_probs(preset, images).argmax(1) == y).float()}
+    return {k: list(bootstrap_ci(_per_guide(v, gi))) for k, v in per.items()}
+
+
+def _generate_all(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
+                  batch: int = 64) -> tuple[torch.Tensor, float]:
+    t0 = time.time()
+    imgs = torch.cat([generate(preset, xb, yb, sampler, seed=seed + i)
+                      for i, (xb, yb) in enumerate(zip(x_T.split(batch), y.split(batch)))])
+    return imgs, time.time() - t0
+
+
+def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Every condition of the protocol -> rows of judge metrics (mean, 95% CI over guides) and timings.
+
+    Groups: ``source`` (noise sources and the SDEdit / ILVR baselines, DDIM), ``k`` (IG step), ``strength``,
+    ``classifier`` (what IG inverts), ``sampler`` (DDIM against DDPM), ``orientation`` (transformed noise)
+    and ``diversity`` (DDPM, several sampler seeds). ``seconds_per_image`` counts the noise's share
+    (IG wall time of its guide / images per guide) plus the sampling.
+    """
+    from .baselines import ilvr, sdedit
+    from .noise import TRANSFORMS
+    from .pipeline import saliency_classifier
+    from .saliency import (background_free_noise, feature_map_noise, fgsm_noise, input_gradient_saliency,
+                           salient_mask, saliency_weighted_noise)
+
+    if preset.judge_segmenter is None or preset.judge_classifier is None:
+        raise SaliencyNoiseError(f"the protocol needs judge models; preset {preset.name!r} has none (use tiny)")
+    K, S = len(preset.class_names), preset.image_size
+    guides = data.make_batch("guides", 0, args.n_guides, S)
+    gi, y = assignments(args.n_guides, args.classes_per_guide, K)
+    per_guide_images = args.classes_per_guide
+    fresh = torch.randn((args.n_guides, 3, S, S), generator=torch.Generator().manual_seed(args.seed + 1))
+    ddim, ddpm = Sampler("ddim", args.ddim_steps), Sampler("ddpm", args.ddpm_steps)
+    rows: list[dict] = []
+
+    def add(group: str, name: str, images: torch.Tensor, sample_seconds: float, noise_seconds: float = 0.0,
+            idx: torch.Tensor = gi, yy: torch.Tensor = y, **extra) -> dict:
+        row = {"group": group, "condition": name, **extra, "n_guides": int(idx.unique().numel()),
+               "n_images": int(images.shape[0]), **score_images(preset, images, guides.masks, yy, idx)}
+        seconds = (noise_seconds * idx.unique().numel() / max(1, args.n_guides) + sample_seconds) / images.shape[0]
+        row["seconds_per_image"] = seconds if np.isfinite(seconds) else None  # None: a cached IG run of unknown cost
+        rows.append(row)
+        log(f"[{group}] {name}: IoU {row['iou'][0]:.3f} [{row['iou'][1]:.3f}, {row['iou'][2]:.3f}], class acc "
+            f"{row['class_accuracy'][0]:.3f}, centroid dist {row['centroid_dist'][0]:.2f} px, "
+            f"{seconds:.3f} s/image")
+        return row
+
+    # IG against the preset's classifier: one batched run, every snapshot k
+    crafted = craft_noise(preset, guides.images, guides.labels, steps=args.ig_steps, seed=args.seed,
+                          cache_dir=cache_dir)
+    ig_seconds = crafted.stats.get("wall_seconds", float("nan"))
+    k_max = max(args.ig_steps)
+
+    def ig_x_T(k: int, s: float) -> torch.Tensor:
+        return mix_with_gaussian(crafted[k], s, fresh=fresh)
+
+    # --- sources (DDIM, strength args.strength) and k
+    imgs, sec = _generate_all(preset, fresh[gi], y, ddim, args.seed)
+    add("source", "Gaussian", imgs, sec, sampler=ddim.label, strength=0.0)
+    for k in args.ig_steps:
+        imgs, sec = _generate_all(preset, ig_x_T(k, args.strength)[gi], y, ddim, args.seed)
+        add("k", f"IG k={k}", imgs, sec, ig_seconds if k else 0.0, k=k, strength=args.strength, sampler=ddim.label)
+    sal_model, sal_norm = saliency_classifier(preset)
+    x_sal = sal_norm.from_diffusion(guides.images)
+    g = torch.Generator().manual_seed(args.seed + 2)
+    t0 = time.time()
+    saliency = input_gradient_saliency(sal_model, x_sal, guides.labels)
+    saliency_seconds = time.time() - t0
+    sources = {
+        "feature map": lambda: feature_map_noise(sal_model, x_sal, "layer2"),
+        "FGSM": lambda: fgsm_noise(sal_model, x_sal, guides.labels),
+        "saliency-weighted": lambda: saliency_weighted_noise(saliency, generator=g),
+        "background-free IG": lambda: background_free_noise(crafted[k_max], salient_mask(saliency), generator=g),
+    }
+    for name, make in sources.items():
+        t0 = time.time()
+        noise = make()
+        noise_seconds = time.time() - t0 + saliency_seconds + (ig_seconds if "IG" in name else 0.0)
+        imgs, sec = _generate_all(preset, mix_with_gaussian(noise, args.strength, fresh=fresh)[gi], y, ddim, args.seed)
+        add("source", name, imgs, sec, noise_seconds, strength=args.strength, sampler=ddim.label)
+    for t0_frac in args.sdedit_t0:
+        t0 = time.time()
+        imgs = torch.cat([sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=args.seed + i)
+                          for i, (ib, yb) in enumerate(zip(gi.split(64), y.split(64)))])
+        add("source", f"SDEdit t0={t0_frac}", imgs, time.time() - t0, t0=t0_frac, sampler=ddim.label)
+    for factor in args.ilvr_factors:
+        t0 = time.time()
+        imgs = torch.cat([ilvr(preset, guides.images[ib], yb, factor, x_T=fresh[ib], sampler=ddim, seed=args.seed + i)
+                          for i, (ib, yb) in enumerate(zip(gi.split(64), y.split(64)))])
+        add("source", f"ILVR N={factor}", imgs, time.time() - t0, factor=factor, sampler=ddim.label)
+    # --- strength curve (IG k_max)
+    for s in args.strengths:
+        imgs, sec = _generate_all(preset, ig_x_T(k_max, s)[gi], y, ddim, args.seed)
+        add("strength", f"IG k={k_max} s={s}", imgs, sec, ig_seconds, k=k_max, strength=s, sampler=ddim.label)
+    # --- orientation follow: transform the IG x_T, compare with the transformed and the original guide mask
+    base = ig_x_T(k_max, args.strength)
+    for name in args.transforms:
+        f = TRANSFORMS[name]
+        imgs, sec = _generate_all(preset, f(base)[gi], y, ddim, args.seed)
+        masks = judge_masks(preset, imgs)
+        tm = f(guides.masks.float()) > 0.5
+        a, b = mask_iou(masks, tm[gi]), mask_iou(masks, guides.masks[gi])
+        rows.append({"group": "orientation", "condition": name, "n_guides": args.n_guides,
+                     "iou_transformed": list(bootstrap_ci(_per_guide(a, gi))),
+                     "iou_original": list(bootstrap_ci(_per_guide(b, gi))),
+                     "follow_rate": list(bootstrap_ci(_per_guide((a > b).float(), gi)))})
+        r = rows[-1]
+        log(f"[orientation] {name}: IoU with transformed mask {r['iou_transformed'][0]:.3f}, with original "
+            f"{r['iou_original'][0]:.3f}, beats it in {r['follow_rate'][0]:.2f}")
+    # --- samplers and diversity on the first ddpm_guides guides
+    sub = gi < args.ddpm_guides
+    for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
+        for sampler in (ddim, ddpm):
+            imgs, sec = _generate_all(preset, x[gi[sub]], y[sub], sampler, args.seed)
+            add("sampler", f"{name}, {sampler.label}", imgs, sec, ig_seconds if "IG" in name else 0.0,
+                idx=gi[sub], yy=y[sub], sampler=sampler.label)
+        runs = [_generate_all(preset, x[gi[sub]], y[sub], ddpm, args.seed + 1000 * (r + 1))[0]
+                for r in range(args.diversity_seeds)]
+        dists = [(runs[i] - runs[j]).pow(2).flatten(1).mean(1).sqrt()
+                 for i in range(len(runs)) for j in range(i + 1, len(runs))]
+        d = torch.stack(dists).mean(0) if dists else torch.full((int(sub.sum()),), float("nan"))
+        rows.append({"group": "diversity", "condition": f"{name}, {ddpm.label}", "n_guides": args.ddpm_guides,
+                     "seeds": args.diversity_seeds, "rms_distance": list(bootstrap_ci(_per_guide(d, gi[sub])))})
+        log(f"[diversity] {name}: RMS pixel distance between sampler seeds {rows[-1]['rms_distance'][0]:.3f}")
+    # --- the classifier IG inverts (first classifier_guides guides)
+    from .presets import REPO_DATA
+    cands = ig_candidates(preset, REPO_DATA.parent / "checkpoints")
+    cg = data.make_batch("guides", 0, args.classifier_guides, S)
+    csub = gi < args.classifier_guides
+    accuracy = candidate_metrics(cands, 1024, log=lambda _: None)
+    for cname, (clf, temperature) in cands.items():
+        norm = clf.config.normalization
+        kc = max(args.classifier_snapshots)
+        cfg = dataclasses.replace(preset.ig_config, iterations=kc, snapshots=tuple(sorted(set(args.classifier_snapshots))),
+                                  temperature=temperature)
+        from .inversion import cached_invert_gradients
+        from .noise import resize
+        res, st = cached_invert_gradients(clf, norm.from_diffusion(cg.images), cg.labels, norm, cfg,
+                                          seed=args.seed, cache_dir=cache_dir)
+        noise = mix_with_gaussian(resize(standardize(res.snapshots[kc]), S), args.strength,
+                                  fresh=fresh[: args.classifier_guides])
+        imgs, sec = _generate_all(preset, noise[gi[csub]], y[csub], ddim, args.seed)
+        add("classifier", cname, imgs, sec, st.get("wall_seconds", float("nan")) * args.n_guides / args.classifier_guides,
+            idx=gi[csub], yy=y[csub], k=kc, strength=args.strength, classifier_accuracy=accuracy[cname]["accuracy"],
+            classifier_confidence=accuracy[cname]["confidence"], temperature=temperature)
+    return {"args": dataclasses.asdict(args), "preset": preset.name, "ig_seconds": ig_seconds, "rows": rows}
+
+
+def write_results(res: dict, out: Path) -> list[Path]:
+    """``results.json``, ``results.csv`` (one line per row, CIs as mean/lo/hi columns) and the three plots."""
+    import csv
+    import io
+
+    from .plotting import plot_iou_vs_k, plot_iou_vs_time, plot_tradeoff, save_figure
+    from .weights import atomic_write_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "results.json", json.dumps(res, indent=1).encode())
+    flat = []
+    for r in res["rows"]:
+        f = {}
+        for k, v in r.items():
+            if isinstance(v, list) and len(v) == 3:
+                f.update({k: v[0], f"{k}_lo": v[1], f"{k}_hi": v[2]})
+            else:
+                f[k] = v
+        flat.append(f)
+    fields = list(dict.fromkeys(k for f in flat for k in f))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(flat)
+    atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
+    paths = [out / "results.json", out / "results.csv"]
+    for name, plot in (("iou_vs_k.png", plot_iou_vs_k), ("iou_vs_class_accuracy.png", plot_tradeoff),
+                       ("iou_vs_time.png", plot_iou_vs_time)):
+        paths.append(save_figure(plot(res["rows"]), out / name))
+    return paths
+
+
+def format_table(rows: Sequence[dict], metrics: Sequence[str] = ("iou", "class_accuracy", "centroid_dist")) -> str:
+    """Protocol rows as text: ``group condition metric mean [lo, hi] ...`` (rounded; no timings)."""
+    lines = []
+    for r in rows:
+        cells = [f"{m} {r[m][0]:.3f} [{r[m][1]:.3f}, {r[m][2]:.3f}]" for m in metrics if m in r]
+        lines.append(f"{r['group']:11s} {r['condition']:28s} " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def paper_claims(results: dict) -> dict[str, bool]:
+    """The paper's claims as verdicts on protocol results: a claim holds when its 95% CI clears the baseline's."""
+    rows, a = results["rows"], results["args"]
+
+    def row(cond: str, group: str) -> dict:
+        return next(r for r in rows if r["condition"] == cond and r["group"] == group)
+
+    k_max, s = max(a["ig_steps"]), a["strength"]
+    k_min = min(k for k in a["ig_steps"] if k)
+    gauss, ig = row("Gaussian", "source"), row(f"IG k={k_max}", "k")
+    out = {f"crafted noise (k={k_max}, s={s}) controls layout better than Gaussian noise": ig["iou"][1] > gauss["iou"][2]}
+    if 1.0 in a["strengths"]:
+        recipe = row(f"IG k={k_max} s=1.0", "strength")
+        out["the paper's recipe as published (s=1) controls layout better than Gaussian noise"] = \
+            recipe["iou"][1] > gauss["iou"][2]
+    out[f"later IG steps localize better (k={k_max} vs k={k_min})"] = ig["iou"][1] > row(f"IG k={k_min}", "k")["iou"][2]
+    out["class control survives the crafted noise (accuracy not below the Gaussian CI)"] = \
+        ig["class_accuracy"][2] >= gauss["class_accuracy"][1]
+    out["IG beats the feature-map noise on layout"] = ig["iou"][1] > row("feature map", "source")["iou"][2]
+    out["IG beats the FGSM noise on layout"] = ig["iou"][1] > row("FGSM", "source")["iou"][2]
+    for name in a["transforms"]:
+        o = row(name, "orientation")
+        out[f"the generation follows a {name} of the noise"] = o["iou_transformed"][1] > o["iou_original"][2]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m saliency_lib.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,6 +550,13 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--strengths", default="1.0,0.3")
     c.add_argument("--cache", type=Path, default=None, help="IG cache folder")
     c.add_argument("--json", type=Path)
+    r = sub.add_parser("run", help="the full evaluation protocol (JSON, CSV, plots; notebook 06)")
+    r.add_argument("--quick", action="store_true", help="tiny sizes (about a minute, for CI)")
+    r.add_argument("--out", type=Path, default=Path("results/tiny"), help="folder for results.json/.csv and plots")
+    r.add_argument("--cache", type=Path, default=None, help="IG cache folder")
+    for f in dataclasses.fields(ProtocolArgs):
+        if f.type in ("int", "float"):
+            r.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float, default=None)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
@@ -289,6 +567,13 @@ def main(argv: list[str] | None = None) -> None:
         base = QualityArgs(n_test=128, n_samples=16, n_guides=2, ig_steps=20, ddpm_steps=20) if a.quick else QualityArgs()
         over = {f.name: getattr(a, f.name) for f in dataclasses.fields(QualityArgs) if getattr(a, f.name) is not None}
         res = quality(preset, dataclasses.replace(base, **over), cache_dir=a.cache)
+    elif a.cmd == "run":
+        base = QUICK_PROTOCOL if a.quick else ProtocolArgs()
+        over = {f.name: getattr(a, f.name) for f in dataclasses.fields(ProtocolArgs)
+                if getattr(a, f.name, None) is not None}
+        res = run_protocol(preset, dataclasses.replace(base, **over), cache_dir=a.cache)
+        for path in write_results(res, a.out):
+            print(f"wrote {path}")
     elif a.cmd == "models":
         res = model_metrics(preset, a.n_test)
         res["ig_candidates"] = candidate_metrics(ig_candidates(preset, a.checkpoints), a.n_test)
@@ -296,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
         res = compare_ig_classifiers(preset, ig_candidates(preset, a.checkpoints), a.n_guides,
                                      [int(k) for k in a.steps.split(",")],
                                      [float(s) for s in a.strengths.split(",")], cache_dir=a.cache)
-    if a.json:
+    if getattr(a, "json", None):
         from .weights import atomic_write_bytes
         atomic_write_bytes(a.json, json.dumps(res, indent=2).encode())
 

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,15 +301,19 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
         result = IGResult(snapshots=dict(sorted(snaps.items())), best=tensors["best"], labels=tensors["labels"])
         stats = {"loss": tensors["loss"], "best_loss": tensors["best_loss"],
                  "iterations_done": int(meta["iterations_done"]), "interrupted": False,
-                 "restart": tensors["restart"], "cached": True}
+                 "restart": tensors["restart"], "cached": True,
+                 "wall_seconds": float(meta.get("wall_seconds", "nan"))}
         return result, stats
     g = torch.Generator().manual_seed(seed)
+    t0 = time.time()
     result, stats = invert_gradients(model, guides, labels, normalization, config, generator=g, progress=progress)
+    stats["wall_seconds"] = time.time() - t0
     if not stats["interrupted"]:  # never cache a partial run
         tensors = {f"snapshot.{k}": v for k, v in result.snapshots.items()}
         tensors.update(best=result.best, labels=result.labels, loss=stats["loss"],
                        best_loss=stats["best_loss"], restart=stats["restart"])
         save_tensors(path, tensors, {"iterations_done": str(stats["iterations_done"]),
-                                     "config": json.dumps(dataclasses.asdict(config))})
+                                     "config": json.dumps(dataclasses.asdict(config)),
+                                     "wall_seconds": f"{stats['wall_seconds']:.2f}"})
     stats["cached"] = False
     return result, stats

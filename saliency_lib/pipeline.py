@@ -19,7 +19,9 @@ import torch
 from .errors import SaliencyNoiseError, check_image_batch, check_labels
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
-from .presets import Preset
+from .presets import REPO_DATA, Preset
+
+REPO_ROOT = REPO_DATA.parent
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,23 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     with torch.no_grad():
         return diffusion.sample(preset.unet, x_T.to(device), y, method=sampler.method, eta=sampler.eta,
                                 generator=g, progress=progress)
+
+
+def saliency_classifier(preset: Preset, trained: str | Path | None = None):
+    """The classifier that saliency maps (feature maps, FGSM, input gradients) are taken from.
+
+    Saliency needs a network that recognises the object. That is ``preset.classifier`` for imagenet128
+    (the paper's ResNet18); the tiny preset's IG classifier is untrained on purpose, so there the trained
+    small ResNet at ``trained`` (default ``checkpoints/resnet_plain``, shipped in the repository) is used.
+    Returns ``(model, normalization)``.
+    """
+    if preset.name != "tiny":
+        return preset.classifier, preset.normalization
+    from .classifiers import load_classifier
+
+    path = Path(trained) if trained is not None else REPO_ROOT / "checkpoints" / "resnet_plain" / "model.safetensors"
+    if not path.exists():
+        raise SaliencyNoiseError(f"the tiny preset's saliency classifier {path} is missing (it is shipped in "
+                                 "the repository; retrain with `python -m saliency_lib.train classifier`)")
+    model = load_classifier(path).to(next(preset.unet.parameters()).device)
+    return model, model.config.normalization

@@ -66,3 +66,64 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+# ------------------------------------------------------------------------------ evaluation plots (rows of
+# `evaluate.run_protocol`: metric values are [mean, lo, hi] with a 95% bootstrap CI over guides)
+def _err(values: Sequence[Sequence[float]]):
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return v[:, 0], np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])
+
+
+def plot_iou_vs_k(rows: Sequence[dict], ax=None):
+    """Layout IoU against the IG step k, with the Gaussian-noise level as a band."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(4.5, 3)) if ax is None else (ax.figure, ax))
+    ks = [r for r in rows if r["group"] == "k"]
+    mean, err = _err([r["iou"] for r in ks])
+    ax.errorbar([r["k"] for r in ks], mean, yerr=err, marker="o", capsize=3, label="IG noise")
+    gauss = next((r for r in rows if r["condition"] == "Gaussian" and r["group"] == "source"), None)
+    if gauss:
+        ax.axhspan(gauss["iou"][1], gauss["iou"][2], color="0.85", label="Gaussian noise (95% CI)")
+    ax.set_xlabel("IG step k"); ax.set_ylabel("layout IoU (judge)"); ax.set_title("layout control against k")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_tradeoff(rows: Sequence[dict], ax=None):
+    """Layout IoU against target-class accuracy along the strength curve (and the other sources)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax))
+    st = [r for r in rows if r["group"] == "strength"]
+    if st:
+        ax.plot([r["class_accuracy"][0] for r in st], [r["iou"][0] for r in st], "-o", label="IG, strength curve")
+        for r in st:
+            ax.annotate(f"s={r['strength']}", (r["class_accuracy"][0], r["iou"][0]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    for r in rows:
+        if r["group"] == "source":
+            ax.plot(r["class_accuracy"][0], r["iou"][0], "s", ms=4)
+            ax.annotate(r["condition"], (r["class_accuracy"][0], r["iou"][0]), fontsize=6, xytext=(3, -8),
+                        textcoords="offset points")
+    ax.set_xlabel("target-class accuracy (judge)"); ax.set_ylabel("layout IoU (judge)")
+    ax.set_title("layout control against class control"); ax.legend(fontsize=8)
+    return fig
+
+
+def plot_iou_vs_time(rows: Sequence[dict], ax=None):
+    """Layout IoU against wall time per image (noise crafting share + sampling), log x."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax))
+    for r in rows:
+        if r["group"] in ("source", "k", "sampler") and (r.get("seconds_per_image") or 0) > 0:
+            ax.plot(r["seconds_per_image"], r["iou"][0], "o", ms=4)
+            ax.annotate(r["condition"], (r["seconds_per_image"], r["iou"][0]), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points")
+    ax.set_xscale("log"); ax.set_xlabel("seconds per image (2 CPU cores)"); ax.set_ylabel("layout IoU (judge)")
+    ax.set_title("layout control against cost")
+    return fig

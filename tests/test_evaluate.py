@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
+from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib.evaluate import bootstrap_ci, centroid_distance, mask_iou, per_class_accuracy
+from saliency_lib.presets import load_tiny
 
 
 def test_mask_iou_and_centroids():
@@ -36,3 +39,39 @@ def test_per_class_accuracy_averages_classes():
     assert per_class_accuracy(probs, target, 2) == 0.75
     target = torch.tensor([0, 0, 0, 1])
     assert per_class_accuracy(probs, target, 2) == 1.0
+
+
+def test_assignments_balance_classes():
+    from saliency_lib.evaluate import assignments
+    gi, y = assignments(8, 2, 8)
+    assert gi.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
+    assert torch.bincount(y, minlength=8).tolist() == [2] * 8
+    with pytest.raises(SaliencyNoiseError, match="classes_per_guide"):
+        assignments(4, 9, 8)
+
+
+def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
+    """`evaluate run --quick`: every group is present, metrics are in range, CIs bracket the means, Gaussian
+    noise is near chance and SDEdit from t0 = 0.5 (which keeps the guide) is far above it."""
+    from saliency_lib.evaluate import QUICK_PROTOCOL, paper_claims, run_protocol, write_results
+    preset = load_tiny()
+    res = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=lambda _: None)
+    groups = {r["group"] for r in res["rows"]}
+    assert groups == {"source", "k", "strength", "orientation", "sampler", "diversity", "classifier"}
+    for r in res["rows"]:
+        for key in ("iou", "class_accuracy", "iou_transformed", "iou_original", "follow_rate"):
+            if key in r:
+                mean, lo, hi = r[key]
+                assert 0 <= lo <= mean <= hi <= 1, (r["condition"], key, r[key])
+        if "seconds_per_image" in r:
+            assert r["seconds_per_image"] > 0   # fresh IG runs: every cost is known
+    claims = paper_claims(res)
+    assert len(claims) >= 6 and all(isinstance(v, bool) for v in claims.values())
+    by = {r["condition"]: r for r in res["rows"] if r["group"] == "source"}
+    assert by["Gaussian"]["iou"][0] < 0.25
+    assert by["SDEdit t0=0.5"]["iou"][0] > by["Gaussian"]["iou"][0] + 0.2
+    assert {r["condition"] for r in res["rows"] if r["group"] == "classifier"} >= {"untrained"}
+    paths = write_results(res, tmp_path / "out")
+    assert [p.name for p in paths] == ["results.json", "results.csv", "iou_vs_k.png", "iou_vs_class_accuracy.png",
+                                       "iou_vs_time.png"]
+    assert (tmp_path / "out" / "results.csv").read_text().count("\n") == len(res["rows"]) + 1
