@@ -316,6 +316,18 @@ def score_images(preset: Preset, images: torch.Tensor, guide_masks: torch.Tensor
     return {k: list(bootstrap_ci(_per_guide(v, gi))) for k, v in per.items()}
 
 
+def orientation_follow(preset: Preset, images: torch.Tensor, guide_masks: torch.Tensor, transform: Callable,
+                       gi: torch.Tensor) -> dict:
+    """Images generated from transformed noise: IoU with the transformed and with the original guide mask and
+    how often the former wins; each ``[mean, lo, hi]`` over guides. ``gi``: guide index of each image."""
+    masks = judge_masks(preset, images)
+    moved = transform(guide_masks.float()) > 0.5
+    a, b = mask_iou(masks, moved[gi]), mask_iou(masks, guide_masks[gi])
+    return {"iou_transformed": list(bootstrap_ci(_per_guide(a, gi))),
+            "iou_original": list(bootstrap_ci(_per_guide(b, gi))),
+            "follow_rate": list(bootstrap_ci(_per_guide((a > b).float(), gi)))}
+
+
 def _generate_all(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
                   batch: int = 64) -> tuple[torch.Tensor, float]:
     t0 = time.time()
@@ -413,13 +425,8 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     for name in args.transforms:
         f = TRANSFORMS[name]
         imgs, sec = _generate_all(preset, f(base)[gi], y, ddim, args.seed)
-        masks = judge_masks(preset, imgs)
-        tm = f(guides.masks.float()) > 0.5
-        a, b = mask_iou(masks, tm[gi]), mask_iou(masks, guides.masks[gi])
         rows.append({"group": "orientation", "condition": name, "n_guides": args.n_guides,
-                     "iou_transformed": list(bootstrap_ci(_per_guide(a, gi))),
-                     "iou_original": list(bootstrap_ci(_per_guide(b, gi))),
-                     "follow_rate": list(bootstrap_ci(_per_guide((a > b).float(), gi)))})
+                     **orientation_follow(preset, imgs, guides.masks, f, gi)})
         r = rows[-1]
         log(f"[orientation] {name}: IoU with transformed mask {r['iou_transformed'][0]:.3f}, with original "
             f"{r['iou_original'][0]:.3f}, beats it in {r['follow_rate'][0]:.2f}")

@@ -126,6 +126,25 @@ def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | Non
     return CraftedNoise(noises=noises, raw=result.snapshots, stats=stats)
 
 
+@dataclass
+class GuidedNoise:
+    """What notebooks 02-05 share: the guides, their crafted noise and one fresh Gaussian draw."""
+    guides: Guides
+    crafted: CraftedNoise
+    fresh: torch.Tensor          # [G, 3, S, S] ~ N(0, I): the Gaussian baseline and the strength mix's eps
+
+
+def prepare_guided_noise(preset: Preset, n_guides: int, ig_steps: Sequence[int], seed: int = 0,
+                         cache_dir: str | Path | None = None, paths: Sequence[str | Path] = (),
+                         labels: Sequence[int | str] | None = None) -> GuidedNoise:
+    """Guides (:func:`guides_for`), IG snapshots at ``ig_steps`` (:func:`craft_noise`, seeded ``seed``,
+    cached) and fresh N(0, I) noise from ``seed + 1``."""
+    guides = guides_for(preset, n_guides, paths, labels)
+    crafted = craft_noise(preset, guides.images, guides.labels, steps=ig_steps, seed=seed, cache_dir=cache_dir)
+    fresh = torch.randn(crafted[max(ig_steps)].shape, generator=torch.Generator().manual_seed(seed + 1))
+    return GuidedNoise(guides, crafted, fresh)
+
+
 def target_labels(preset: Preset, target: int | str | Sequence[int | str] | torch.Tensor, n: int) -> torch.Tensor:
     """Class ids ``[n]`` from one class (name or id) or one per image."""
     if isinstance(target, torch.Tensor):
