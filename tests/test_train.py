@@ -58,3 +58,28 @@ def test_lr_schedule():
     cfg = TrainConfig(steps=100, warmup=10, lr=1.0)
     assert lr_at(0, cfg) == 0.1 and lr_at(9, cfg) == 1.0
     assert abs(lr_at(99, cfg) - 0.1) < 1e-3
+
+
+def test_prefetch_workers_give_the_same_steps_as_inline():
+    import functools
+    from saliency_lib.train import _step_inputs, ddpm_step_inputs
+    cfg = TrainConfig(batch_size=3, image_size=16)
+    fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=1000)
+    inline = list(_step_inputs(fn, 5, 8, workers=0))
+    ahead = list(_step_inputs(fn, 5, 8, workers=2))
+    assert len(inline) == len(ahead) == 3
+    for a, b in zip(inline, ahead):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_minutes_plans_the_run_and_is_recorded(tmp_path):
+    import json
+    import pytest
+    cfg = TrainConfig(steps=1000, batch_size=2, warmup=4, image_size=16, lr=1e-3)
+    r = train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, fit_minutes=0.0, progress=False)
+    # no time left after the timed warm-up half: the plan shrinks to the smallest allowed, warm-up + 1 steps
+    assert r["config"].steps == 5 and r["step"] == 5
+    _, meta = load_tensors(tmp_path / "a" / "last.safetensors")
+    assert json.loads(meta["train_config"])["steps"] == 5
+    with pytest.raises(ValueError, match="fit_minutes"):
+        train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, resume=True, fit_minutes=1.0, progress=False)
