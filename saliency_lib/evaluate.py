@@ -27,7 +27,7 @@ from . import data
 from .errors import SaliencyNoiseError
 from .noise import mix_with_gaussian, standardize
 from .pipeline import Sampler, craft_noise, generate
-from .presets import Preset, load_preset
+from .presets import REPO_DATA, Preset, load_preset
 
 
 # ------------------------------------------------------------------------------------ judge
@@ -342,11 +342,12 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
 
     Groups: ``source`` (noise sources and the SDEdit / ILVR baselines, DDIM), ``k`` (IG step), ``strength``,
     ``classifier`` (what IG inverts), ``sampler`` (DDIM against DDPM), ``orientation`` (transformed noise)
-    and ``diversity`` (DDPM, several sampler seeds). ``seconds_per_image`` counts the noise's share
-    (IG wall time of its guide / images per guide) plus the sampling.
+    and ``diversity`` (DDPM, several sampler seeds). ``seconds_per_image``: the noise's crafting time for
+    the row's guides plus the sampling, over the row's images.
     """
     from .baselines import ilvr, sdedit
-    from .noise import TRANSFORMS
+    from .inversion import cached_invert_gradients
+    from .noise import TRANSFORMS, resize
     from .pipeline import saliency_classifier
     from .saliency import (background_free_noise, feature_map_noise, fgsm_noise, input_gradient_saliency,
                            salient_mask, saliency_weighted_noise)
@@ -356,7 +357,6 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     K, S = len(preset.class_names), preset.image_size
     guides = data.make_batch("guides", 0, args.n_guides, S)
     gi, y = assignments(args.n_guides, args.classes_per_guide, K)
-    per_guide_images = args.classes_per_guide
     fresh = torch.randn((args.n_guides, 3, S, S), generator=torch.Generator().manual_seed(args.seed + 1))
     ddim, ddpm = Sampler("ddim", args.ddim_steps), Sampler("ddpm", args.ddpm_steps)
     rows: list[dict] = []
@@ -365,7 +365,7 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
             idx: torch.Tensor = gi, yy: torch.Tensor = y, **extra) -> dict:
         row = {"group": group, "condition": name, **extra, "n_guides": int(idx.unique().numel()),
                "n_images": int(images.shape[0]), **score_images(preset, images, guides.masks, yy, idx)}
-        seconds = (noise_seconds * idx.unique().numel() / max(1, args.n_guides) + sample_seconds) / images.shape[0]
+        seconds = (noise_seconds + sample_seconds) / images.shape[0]   # noise_seconds: for these images' guides
         row["seconds_per_image"] = seconds if np.isfinite(seconds) else None  # None: a cached IG run of unknown cost
         rows.append(row)
         log(f"[{group}] {name}: IoU {row['iou'][0]:.3f} [{row['iou'][1]:.3f}, {row['iou'][2]:.3f}], class acc "
@@ -435,7 +435,8 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
         for sampler in (ddim, ddpm):
             imgs, sec = _generate_all(preset, x[gi[sub]], y[sub], sampler, args.seed)
-            add("sampler", f"{name}, {sampler.label}", imgs, sec, ig_seconds if "IG" in name else 0.0,
+            add("sampler", f"{name}, {sampler.label}", imgs, sec,
+                ig_seconds * args.ddpm_guides / args.n_guides if "IG" in name else 0.0,
                 idx=gi[sub], yy=y[sub], sampler=sampler.label)
         runs = [_generate_all(preset, x[gi[sub]], y[sub], ddpm, args.seed + 1000 * (r + 1))[0]
                 for r in range(args.diversity_seeds)]
@@ -446,7 +447,6 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
                      "seeds": args.diversity_seeds, "rms_distance": list(bootstrap_ci(_per_guide(d, gi[sub])))})
         log(f"[diversity] {name}: RMS pixel distance between sampler seeds {rows[-1]['rms_distance'][0]:.3f}")
     # --- the classifier IG inverts (first classifier_guides guides)
-    from .presets import REPO_DATA
     cands = ig_candidates(preset, REPO_DATA.parent / "checkpoints")
     cg = data.make_batch("guides", 0, args.classifier_guides, S)
     csub = gi < args.classifier_guides
@@ -456,14 +456,12 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         kc = max(args.classifier_snapshots)
         cfg = dataclasses.replace(preset.ig_config, iterations=kc, snapshots=tuple(sorted(set(args.classifier_snapshots))),
                                   temperature=temperature)
-        from .inversion import cached_invert_gradients
-        from .noise import resize
         res, st = cached_invert_gradients(clf, norm.from_diffusion(cg.images), cg.labels, norm, cfg,
                                           seed=args.seed, cache_dir=cache_dir)
         noise = mix_with_gaussian(resize(standardize(res.snapshots[kc]), S), args.strength,
                                   fresh=fresh[: args.classifier_guides])
         imgs, sec = _generate_all(preset, noise[gi[csub]], y[csub], ddim, args.seed)
-        add("classifier", cname, imgs, sec, st.get("wall_seconds", float("nan")) * args.n_guides / args.classifier_guides,
+        add("classifier", cname, imgs, sec, st.get("wall_seconds", float("nan")),
             idx=gi[csub], yy=y[csub], k=kc, strength=args.strength, classifier_accuracy=accuracy[cname]["accuracy"],
             classifier_confidence=accuracy[cname]["confidence"], temperature=temperature)
     return {"args": dataclasses.asdict(args), "preset": preset.name, "ig_seconds": ig_seconds, "rows": rows}
