@@ -27,7 +27,7 @@ from . import data
 from .errors import SaliencyNoiseError
 from .noise import mix_with_gaussian, standardize
 from .pipeline import Sampler, craft_noise, generate
-from .presets import REPO_DATA, Preset, load_preset
+from .presets import REPO_ROOT, Preset, load_preset
 
 
 # ------------------------------------------------------------------------------------ judge
@@ -98,6 +98,20 @@ def per_class_accuracy(probs: torch.Tensor, target: torch.Tensor, num_classes: i
 
 
 # ------------------------------------------------------------------------------------ layout protocol
+def _batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
+             ) -> tuple[torch.Tensor, float]:
+    """``make(*parts, seed=seed + i)`` over batches ``i`` of the tensors (split alike), concatenated; + seconds."""
+    t0 = time.time()
+    out = torch.cat([make(*parts, seed=seed + i) for i, parts in enumerate(zip(*(t.split(batch) for t in tensors)))])
+    return out, time.time() - t0
+
+
+def _generate_all(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
+                  batch: int = 64) -> tuple[torch.Tensor, float]:
+    """:func:`generate` in batches (sampler seeds ``seed + batch index``); returns images and seconds."""
+    return _batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed), x_T, y, seed=seed, batch=batch)
+
+
 def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tensor, sampler: Sampler,
                   seed: int = 0, batch: int = 64) -> dict[str, torch.Tensor]:
     """Generate every target class from each noise; score with the judge.
@@ -109,10 +123,8 @@ def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tenso
     g, k = noises.shape[0], len(preset.class_names)
     x_T = noises.repeat_interleave(k, 0)
     y = torch.arange(k).repeat(g)
-    t0 = time.time()
-    images = torch.cat([generate(preset, xb, yb, sampler, seed=seed + i)
-                        for i, (xb, yb) in enumerate(zip(x_T.split(batch), y.split(batch)))])
-    seconds = (time.time() - t0) / images.shape[0]
+    images, seconds = _generate_all(preset, x_T, y, sampler, seed, batch)
+    seconds /= images.shape[0]
     masks = judge_masks(preset, images)
     gm = guide_masks.repeat_interleave(k, 0)
     probs = judge_probs(preset, images)
@@ -217,13 +229,27 @@ def candidate_metrics(candidates: dict[str, tuple[nn.Module, float]], n_test: in
     return out
 
 
+def candidate_noise(preset: Preset, classifier: nn.Module, temperature: float, guides: data.ShapeBatch,
+                    snapshots: Sequence[int], seed: int = 0, cache_dir: Path | None = None
+                    ) -> tuple[dict[int, torch.Tensor], float]:
+    """IG (the preset's settings, ``temperature``) against a candidate classifier: standardized snapshots
+    ``k -> [G, 3, S, S]`` at the DDPM resolution, and the IG wall time (NaN for old cache entries)."""
+    from .inversion import cached_invert_gradients
+    from .noise import resize
+
+    norm = classifier.config.normalization
+    steps = tuple(sorted(set(snapshots)))
+    cfg = dataclasses.replace(preset.ig_config, iterations=max(steps), snapshots=steps, temperature=temperature)
+    res, stats = cached_invert_gradients(classifier, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
+                                         seed=seed, cache_dir=cache_dir)
+    noises = {k: resize(standardize(v), preset.image_size) for k, v in res.snapshots.items()}
+    return noises, stats.get("wall_seconds", float("nan"))
+
+
 def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module, float]], n_guides: int,
                            steps: Sequence[int], strengths: Sequence[float], seed: int = 0,
                            cache_dir: Path | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """Layout IoU (DDIM-50, every target class) of IG noise against each candidate classifier."""
-    from .inversion import cached_invert_gradients
-    from .noise import resize
-
     guides = data.make_batch("guides", 0, n_guides)
     fresh = torch.randn((n_guides, 3, preset.image_size, preset.image_size),
                         generator=torch.Generator().manual_seed(seed + 1))
@@ -239,17 +265,11 @@ def compare_ig_classifiers(preset: Preset, candidates: dict[str, tuple[nn.Module
     steps = sorted(set(steps) | {0})
     accuracy = candidate_metrics(candidates, 1024, log)
     for i, (name, (clf, temperature)) in enumerate(candidates.items()):
-        norm = clf.config.normalization
         acc, conf = accuracy[name]["accuracy"], accuracy[name]["confidence"]
-        cfg = dataclasses.replace(preset.ig_config, iterations=max(steps), snapshots=tuple(steps),
-                                  temperature=temperature)
-        t0 = time.time()
-        res, _ = cached_invert_gradients(clf, norm.from_diffusion(guides.images), guides.labels, norm, cfg,
-                                         seed=seed, cache_dir=cache_dir)
-        ig_seconds = time.time() - t0
+        noises, ig_seconds = candidate_noise(preset, clf, temperature, guides, steps, seed, cache_dir)
         # k = 0 is the seeded randn init, the same for every classifier: scored once
         for k in (steps if i == 0 else [k for k in steps if k]):
-            crafted = resize(standardize(res.snapshots[k]), preset.image_size)
+            crafted = noises[k]
             for s in strengths:
                 rows.append({"classifier": name if k else "(any: the init)", "k": k, "strength": s,
                              "ig_seconds": ig_seconds, "classifier_accuracy": acc if k else None,
@@ -328,14 +348,6 @@ def orientation_follow(preset: Preset, images: torch.Tensor, guide_masks: torch.
             "follow_rate": list(bootstrap_ci(_per_guide((a > b).float(), gi)))}
 
 
-def _generate_all(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
-                  batch: int = 64) -> tuple[torch.Tensor, float]:
-    t0 = time.time()
-    imgs = torch.cat([generate(preset, xb, yb, sampler, seed=seed + i)
-                      for i, (xb, yb) in enumerate(zip(x_T.split(batch), y.split(batch)))])
-    return imgs, time.time() - t0
-
-
 def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = None,
                  log: Callable[[str], None] = print) -> dict:
     """Every condition of the protocol -> rows of judge metrics (mean, 95% CI over guides) and timings.
@@ -346,8 +358,7 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     the row's guides plus the sampling, over the row's images.
     """
     from .baselines import ilvr, sdedit
-    from .inversion import cached_invert_gradients
-    from .noise import TRANSFORMS, resize
+    from .noise import TRANSFORMS
     from .pipeline import saliency_classifier
     from .saliency import (background_free_noise, feature_map_noise, fgsm_noise, input_gradient_saliency,
                            salient_mask, saliency_weighted_noise)
@@ -407,15 +418,13 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         imgs, sec = _generate_all(preset, mix_with_gaussian(noise, args.strength, fresh=fresh)[gi], y, ddim, args.seed)
         add("source", name, imgs, sec, noise_seconds, strength=args.strength, sampler=ddim.label)
     for t0_frac in args.sdedit_t0:
-        t0 = time.time()
-        imgs = torch.cat([sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=args.seed + i)
-                          for i, (ib, yb) in enumerate(zip(gi.split(64), y.split(64)))])
-        add("source", f"SDEdit t0={t0_frac}", imgs, time.time() - t0, t0=t0_frac, sampler=ddim.label)
+        imgs, sec = _batched(lambda ib, yb, seed: sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=seed),
+                             gi, y, seed=args.seed)
+        add("source", f"SDEdit t0={t0_frac}", imgs, sec, t0=t0_frac, sampler=ddim.label)
     for factor in args.ilvr_factors:
-        t0 = time.time()
-        imgs = torch.cat([ilvr(preset, guides.images[ib], yb, factor, x_T=fresh[ib], sampler=ddim, seed=args.seed + i)
-                          for i, (ib, yb) in enumerate(zip(gi.split(64), y.split(64)))])
-        add("source", f"ILVR N={factor}", imgs, time.time() - t0, factor=factor, sampler=ddim.label)
+        imgs, sec = _batched(lambda ib, yb, seed: ilvr(preset, guides.images[ib], yb, factor, x_T=fresh[ib],
+                                                       sampler=ddim, seed=seed), gi, y, seed=args.seed)
+        add("source", f"ILVR N={factor}", imgs, sec, factor=factor, sampler=ddim.label)
     # --- strength curve (IG k_max)
     for s in args.strengths:
         imgs, sec = _generate_all(preset, ig_x_T(k_max, s)[gi], y, ddim, args.seed)
@@ -447,21 +456,16 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
                      "seeds": args.diversity_seeds, "rms_distance": list(bootstrap_ci(_per_guide(d, gi[sub])))})
         log(f"[diversity] {name}: RMS pixel distance between sampler seeds {rows[-1]['rms_distance'][0]:.3f}")
     # --- the classifier IG inverts (first classifier_guides guides)
-    cands = ig_candidates(preset, REPO_DATA.parent / "checkpoints")
+    cands = ig_candidates(preset, REPO_ROOT / "checkpoints")
     cg = data.make_batch("guides", 0, args.classifier_guides, S)
     csub = gi < args.classifier_guides
     accuracy = candidate_metrics(cands, 1024, log=lambda _: None)
+    kc = max(args.classifier_snapshots)
     for cname, (clf, temperature) in cands.items():
-        norm = clf.config.normalization
-        kc = max(args.classifier_snapshots)
-        cfg = dataclasses.replace(preset.ig_config, iterations=kc, snapshots=tuple(sorted(set(args.classifier_snapshots))),
-                                  temperature=temperature)
-        res, st = cached_invert_gradients(clf, norm.from_diffusion(cg.images), cg.labels, norm, cfg,
-                                          seed=args.seed, cache_dir=cache_dir)
-        noise = mix_with_gaussian(resize(standardize(res.snapshots[kc]), S), args.strength,
-                                  fresh=fresh[: args.classifier_guides])
+        noises, ig_wall = candidate_noise(preset, clf, temperature, cg, args.classifier_snapshots, args.seed, cache_dir)
+        noise = mix_with_gaussian(noises[kc], args.strength, fresh=fresh[: args.classifier_guides])
         imgs, sec = _generate_all(preset, noise[gi[csub]], y[csub], ddim, args.seed)
-        add("classifier", cname, imgs, sec, st.get("wall_seconds", float("nan")),
+        add("classifier", cname, imgs, sec, ig_wall,
             idx=gi[csub], yy=y[csub], k=kc, strength=args.strength, classifier_accuracy=accuracy[cname]["accuracy"],
             classifier_confidence=accuracy[cname]["confidence"], temperature=temperature)
     return {"args": dataclasses.asdict(args), "preset": preset.name, "ig_seconds": ig_seconds, "rows": rows}

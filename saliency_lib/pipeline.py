@@ -19,9 +19,7 @@ import torch
 from .errors import SaliencyNoiseError, check_image_batch, check_labels
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
-from .presets import REPO_DATA, Preset
-
-REPO_ROOT = REPO_DATA.parent
+from .presets import REPO_ROOT, Preset
 
 
 @dataclass(frozen=True)

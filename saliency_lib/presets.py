@@ -40,7 +40,8 @@ ADM128_FLAGS = {
     "attention_resolutions": "32,16,8", "class_cond": True, "diffusion_steps": 1000, "image_size": 128,
     "learn_sigma": True, "noise_schedule": "linear", "num_channels": 256, "num_heads": 4,
     "num_res_blocks": 2, "resblock_updown": True, "use_fp16": True, "use_scale_shift_norm": True}
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"   # shipped data: models, IG cache of the notebooks
+REPO_ROOT = Path(__file__).resolve().parent.parent               # the checkout (shipped data and checkpoints)
+REPO_DATA = REPO_ROOT / "data"                                      # shipped data: models, IG cache of the notebooks
 TINY_DIR = REPO_DATA / "models" / "tiny"
 
 
