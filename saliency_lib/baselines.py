@@ -47,7 +47,8 @@ def sdedit(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[in
     noise = torch.randn(x0.shape, generator=g, device=device)
     x_t = process.q_sample(x0, t, noise)
     y = target_labels(preset, target, x0.shape[0]).to(device)
-    return process.sample(preset.unet, x_t, y, method=sampler.method, eta=sampler.eta, start_index=start, generator=g)
+    return process.sample(preset.denoiser(sampler.guidance), x_t, y, method=sampler.method, eta=sampler.eta,
+                          start_index=start, generator=g)
 
 
 def ilvr(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[int | str] | torch.Tensor,
@@ -62,12 +63,13 @@ def ilvr(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[int 
     x = torch.randn(ref.shape, generator=g, device=device) if x_T is None else x_T.to(device)
     check_image_batch("x_T", x, channels=3, size=preset.image_size)
     y = target_labels(preset, target, n).to(device)
+    model = preset.denoiser(sampler.guidance)
     with torch.no_grad():
         for i in range(process.num_timesteps - 1, -1, -1):
             if sampler.method == "ddpm":
-                x = process.ddpm_step(preset.unet, x, i, y, generator=g).sample
+                x = process.ddpm_step(model, x, i, y, generator=g).sample
             else:
-                x = process.ddim_step(preset.unet, x, i, y, eta=sampler.eta, generator=g).sample
+                x = process.ddim_step(model, x, i, y, eta=sampler.eta, generator=g).sample
             if i > 0:   # x is now x_{i-1}: match its low frequencies to the guide noised to index i-1
                 t_prev = torch.full((n,), i - 1, dtype=torch.long, device=device)
                 y_prev = process.q_sample(ref, t_prev, torch.randn(ref.shape, generator=g, device=device))

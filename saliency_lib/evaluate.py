@@ -171,7 +171,11 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     y = torch.arange(args.n_samples) % k
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n_samples, 3, preset.image_size, preset.image_size), generator=gen)
-    for sampler in (Sampler("ddim", 50), Sampler("ddpm", args.ddpm_steps)):
+    out["guidance_weight"] = preset.guidance_weight
+    samplers = [Sampler("ddim", 50), Sampler("ddpm", args.ddpm_steps)]
+    if preset.guidance_weight:  # the same DDPM without classifier-free guidance, for reference
+        samplers.insert(0, Sampler("ddim", 50, guidance=0.0))
+    for sampler in samplers:
         t0 = time.time()
         imgs = torch.cat([generate(preset, xb, yb, sampler, seed=args.seed + i)
                           for i, (xb, yb) in enumerate(zip(x_T.split(64), y.split(64)))])
@@ -353,8 +357,9 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     """Every condition of the protocol -> rows of judge metrics (mean, 95% CI over guides) and timings.
 
     Groups: ``source`` (noise sources and the SDEdit / ILVR baselines, DDIM), ``k`` (IG step), ``strength``,
-    ``classifier`` (what IG inverts), ``sampler`` (DDIM against DDPM), ``orientation`` (transformed noise)
-    and ``diversity`` (DDPM, several sampler seeds). ``seconds_per_image``: the noise's crafting time for
+    ``classifier`` (what IG inverts), ``sampler`` (DDIM against DDPM), ``orientation`` (transformed noise),
+    ``diversity`` (DDPM, several sampler seeds) and ``guidance`` (classifier-free guidance off, when the
+    preset samples with it; every other row uses the preset's guidance weight). ``seconds_per_image``: the noise's crafting time for
     the row's guides plus the sampling, over the row's images.
     """
     from .baselines import ilvr, sdedit
@@ -455,6 +460,12 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         rows.append({"group": "diversity", "condition": f"{name}, {ddpm.label}", "n_guides": args.ddpm_guides,
                      "seeds": args.diversity_seeds, "rms_distance": list(bootstrap_ci(_per_guide(d, gi[sub])))})
         log(f"[diversity] {name}: RMS pixel distance between sampler seeds {rows[-1]['rms_distance'][0]:.3f}")
+    # --- classifier-free guidance off (w = 0) against the preset's weight (the rows above), all guides
+    if preset.guidance_weight:
+        unguided = dataclasses.replace(ddim, guidance=0.0)
+        for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
+            imgs, sec = _generate_all(preset, x[gi], y, unguided, args.seed)
+            add("guidance", f"{name}, w=0", imgs, sec, ig_seconds if "IG" in name else 0.0, sampler=unguided.label)
     # --- the classifier IG inverts (first classifier_guides guides)
     cands = ig_candidates(preset, REPO_ROOT / "checkpoints")
     cg = data.make_batch("guides", 0, args.classifier_guides, S)
@@ -468,7 +479,8 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         add("classifier", cname, imgs, sec, ig_wall,
             idx=gi[csub], yy=y[csub], k=kc, strength=args.strength, classifier_accuracy=accuracy[cname]["accuracy"],
             classifier_confidence=accuracy[cname]["confidence"], temperature=temperature)
-    return {"args": dataclasses.asdict(args), "preset": preset.name, "ig_seconds": ig_seconds, "rows": rows}
+    return {"args": dataclasses.asdict(args), "preset": preset.name, "guidance_weight": preset.guidance_weight,
+            "ig_seconds": ig_seconds, "rows": rows}
 
 
 def write_results(res: dict, out: Path) -> list[Path]:

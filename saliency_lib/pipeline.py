@@ -27,12 +27,16 @@ class Sampler:
     method: str = "ddim"   # "ddim" (deterministic with eta=0) or "ddpm" (ancestral, Eq. 5)
     steps: int = 50        # number of respaced steps
     eta: float = 0.0       # DDIM noise (0 = deterministic)
+    guidance: float | None = None  # classifier-free guidance weight w (guidance.py); None = the preset's default
 
     def __post_init__(self) -> None:
         if self.method not in ("ddim", "ddpm"):
             raise SaliencyNoiseError(f"Sampler.method must be 'ddim' or 'ddpm', got {self.method!r}")
         if self.steps < 1:
             raise SaliencyNoiseError(f"Sampler.steps must be >= 1, got {self.steps}")
+        if self.guidance is not None and self.guidance < 0:
+            raise SaliencyNoiseError(f"Sampler.guidance must be >= 0 (or None for the preset's weight), got "
+                                     f"{self.guidance}")
 
     @property
     def respacing(self) -> str:
@@ -40,7 +44,7 @@ class Sampler:
 
     @property
     def label(self) -> str:
-        return f"{self.method.upper()}-{self.steps}"
+        return f"{self.method.upper()}-{self.steps}" + ("" if self.guidance is None else f", w={self.guidance:g}")
 
 
 def guide_batch(n: int, start: int = 0, size: int = 32):
@@ -159,7 +163,8 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
              sampler: Sampler = Sampler(), seed: int = 0, progress: bool = False) -> torch.Tensor:
     """Alg. 1 line 4: sample the DDPM from the given ``x_T`` ``[N, 3, S, S]`` with target classes.
 
-    Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0).
+    Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0);
+    ``sampler.guidance`` the classifier-free guidance weight (None: the preset's).
     """
     check_image_batch("x_T", x_T, channels=3, size=preset.image_size)
     device = next(preset.unet.parameters()).device
@@ -167,8 +172,8 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     diffusion = preset.diffusion(sampler.respacing)
     g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        return diffusion.sample(preset.unet, x_T.to(device), y, method=sampler.method, eta=sampler.eta,
-                                generator=g, progress=progress)
+        return diffusion.sample(preset.denoiser(sampler.guidance), x_T.to(device), y, method=sampler.method,
+                                eta=sampler.eta, generator=g, progress=progress)
 
 
 def saliency_classifier(preset: Preset, trained: str | Path | None = None):

@@ -133,10 +133,25 @@ class Preset:
     info: dict = field(default_factory=dict)    # provenance (files, steps, choices)
     ig_config: IGConfig = field(default_factory=IGConfig)  # IG defaults for this classifier (iterations and
                                                            # snapshots are set per call by craft_noise)
+    guidance_weight: float = 0.0         # default classifier-free guidance weight w of sampling (0 = unguided;
+                                         # > 0 needs a UNet trained with a null class, see guidance.py)
 
     def diffusion(self, respacing: str | None = None) -> GaussianDiffusion:
         """The diffusion process, optionally respaced (e.g. "ddim25", "250")."""
         return GaussianDiffusion.from_config(self.diffusion_config, respacing)
+
+    def denoiser(self, guidance: float | None = None) -> nn.Module:
+        """The model the sampling loops call, ``model(x_t, t, y=labels)``: the UNet, wrapped in classifier-free
+        guidance with weight ``guidance`` (None: the preset's ``guidance_weight``) when that is > 0."""
+        weight = self.guidance_weight if guidance is None else float(guidance)
+        if weight == 0:
+            return self.unet
+        if not getattr(self.unet.config, "null_class", False):
+            raise SaliencyNoiseError(f"preset {self.name!r}: its DDPM has no null class, so classifier-free "
+                                     f"guidance is not available; use guidance 0 (got {weight})")
+        from .guidance import CFGModel
+
+        return CFGModel(self.unet, weight)
 
     def class_id(self, name_or_id: str | int) -> int:
         if isinstance(name_or_id, int):
@@ -175,7 +190,8 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   image_size=unet.config.image_size,
                   judge_classifier=load_classifier(d / manifest["judge_classifier"]),
                   judge_segmenter=load_segmenter(d / manifest["judge_segmenter"]),
-                  info=manifest, ig_config=IGConfig(**manifest.get("ig", {}))).to(device)
+                  info=manifest, ig_config=IGConfig(**manifest.get("ig", {})),
+                  guidance_weight=float(manifest.get("guidance_weight", 0.0))).to(device)
 
 
 def load_imagenet128(device: str = "cuda", progress: bool = True) -> Preset:

@@ -41,6 +41,8 @@ class TrainConfig:
     weight_decay: float = 0.0         # AdamW decoupled weight decay
     ema_decay: float = 0.999          # EMA of the weights (DDPM only; 0 disables)
     label_smoothing: float = 0.0      # classifiers only: cross-entropy label smoothing
+    label_dropout: float = 0.0        # DDPM only: fraction of labels replaced by the null class (classifier-free
+                                      # guidance, Ho & Salimans 2022); needs UNetConfig.null_class
     seed: int = 0                     # seeds the init and every per-step draw
     image_size: int = 32              # dataset resolution
     checkpoint_minutes: float = 5.0   # wall-clock period of atomic checkpoints
@@ -103,7 +105,7 @@ def export_weights(ckpt: Path, out: Path, prefix: str = "ema.") -> None:
     else:
         weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     keep = {k: meta[k] for k in ("config", "config_class", "step", "train_config", "wall_seconds",
-                                 "diffusion_config", "arch", "loss_history", "trained_on") if k in meta}
+                                 "diffusion_config", "arch", "loss_history", "trained_on", "init_from") if k in meta}
     keep["weights"] = prefix.rstrip(".")
     save_tensors(out, weights, keep)
 
@@ -161,8 +163,9 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         if fit_minutes is not None:
             raise ValueError("fit_minutes sets the planned length of a fresh run; with --resume give --steps")
         tensors, meta = load_tensors(last)
-        stored = TrainConfig(**json.loads(meta["train_config"]))
-        fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "seed", "image_size")
+        stored = TrainConfig(**{"label_dropout": 0.0, **json.loads(meta["train_config"])})
+        fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout", "seed",
+                 "image_size")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
@@ -237,12 +240,17 @@ TINY_DIFFUSION = DiffusionConfig(num_steps=1000, schedule="linear", learn_sigma=
 
 def ddpm_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int) -> dict[str, torch.Tensor]:
     """Every random input of DDPM step ``step`` (CPU, from ``(cfg.seed, step)``): x_0 ``[B,3,H,W]`` in [-1, 1],
-    labels ``[B]``, timesteps ``[B]`` and the noise eps ``[B,3,H,W]`` of the simple loss."""
+    labels ``[B]`` (a ``cfg.label_dropout`` fraction replaced by the null class id ``data.NUM_CLASSES``),
+    timesteps ``[B]`` and the noise eps ``[B,3,H,W]`` of the simple loss."""
     batch = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
     g = step_generator(cfg.seed, step)
     t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=g)
     noise = torch.randn(batch.images.shape, generator=g)
-    return {"x0": batch.images, "y": batch.labels, "t": t, "noise": noise}
+    y = batch.labels
+    if cfg.label_dropout > 0:  # drawn after t and eps, so runs without dropout keep their exact batches
+        drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
+        y = torch.where(drop, torch.full_like(y, data.NUM_CLASSES), y)
+    return {"x0": batch.images, "y": y, "t": t, "noise": noise}
 
 
 def ddpm_loss_fn(diffusion: GaussianDiffusion):
@@ -251,14 +259,35 @@ def ddpm_loss_fn(diffusion: GaussianDiffusion):
     return loss_fn
 
 
+def init_from_weights(model: UNet, path: Path) -> None:
+    """Start a run from exported UNet weights (fine-tuning). A file without the null class seeds a model with
+    one: the null class's embedding starts as the mean of the class embeddings (the average condition)."""
+    tensors, _ = load_tensors(path)
+    state = model.state_dict()
+    key = "label_emb.weight"
+    if key in tensors and key in state and tensors[key].shape[0] + 1 == state[key].shape[0] and model.config.null_class:
+        tensors[key] = torch.cat([tensors[key], tensors[key].mean(0, keepdim=True)])
+    from .weights import load_module_weights
+
+    load_module_weights(model, tensors, repr(str(path)))
+
+
 def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
                diff_cfg: DiffusionConfig = TINY_DIFFUSION, resume: bool = False,
                max_minutes: float | None = None, progress: bool = True, device: str = "cpu",
-               workers: int = 0, fit_minutes: float | None = None) -> dict:
+               workers: int = 0, fit_minutes: float | None = None, init: Path | None = None) -> dict:
+    """Train the class-conditional DDPM (``init``: start from these exported weights, e.g. to fine-tune
+    with label dropout for classifier-free guidance)."""
+    if cfg.label_dropout > 0 and not unet_cfg.null_class:
+        raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
     torch.manual_seed(cfg.seed)
     model = UNet(unet_cfg)
+    if init is not None:
+        init_from_weights(model, init)
     diffusion = GaussianDiffusion.from_config(diff_cfg)
     meta = config_to_metadata(unet_cfg)
+    if init is not None:
+        meta["init_from"] = str(init)
     meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))
     meta["trained_on"] = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
     batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
@@ -282,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=0, help="ddpm: processes preparing batches ahead (0: inline)")
     p.add_argument("--fit-minutes", type=float, default=None,
                    help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
+    p.add_argument("--init", type=Path, default=None,
+                   help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning)")
     p.add_argument("--unet", type=json.loads, default=None,
                    help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
     for f in dataclasses.fields(TrainConfig):
@@ -297,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
         unet_cfg = dataclasses.replace(TINY_UNET, **{k: tuple(v) if isinstance(v, list) else v
                                                      for k, v in (a.unet or {}).items()})
         result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, resume=a.resume,
-                            max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes)
+                            max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes,
+                            init=a.init)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)

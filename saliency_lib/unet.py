@@ -48,6 +48,8 @@ class UNetConfig:
     channel_mult: tuple[float, ...] = (1, 2)         # width multiplier per level; len-1 downsamplings
     dropout: float = 0.0                 # dropout inside ResBlocks
     num_classes: int | None = None       # class-conditional when set (label_emb of that size)
+    null_class: bool = False             # one more label embedding, id num_classes = "no class" (trained by
+                                         # label dropout; the unconditional branch of classifier-free guidance)
     num_heads: int = 4                   # attention heads (when num_head_channels == -1)
     num_head_channels: int = -1          # channels per head; overrides num_heads when != -1
     num_heads_upsample: int = -1         # heads in the decoder; -1 = same as num_heads
@@ -69,6 +71,8 @@ class UNetConfig:
             raise SaliencyNoiseError(
                 f"UNetConfig: image_size {self.image_size} is not divisible by 2^(levels-1) for "
                 f"channel_mult {self.channel_mult}")
+        if self.null_class and self.num_classes is None:
+            raise SaliencyNoiseError("UNetConfig.null_class needs a class-conditional model (num_classes set)")
         if self.out_channels not in (self.in_channels, 2 * self.in_channels):
             raise SaliencyNoiseError(
                 f"UNetConfig.out_channels must be in_channels ({self.in_channels}) or 2x for learned sigma,"
@@ -77,6 +81,14 @@ class UNetConfig:
     @property
     def learn_sigma(self) -> bool:
         return self.out_channels == 2 * self.in_channels
+
+    @property
+    def null_label(self) -> int:
+        """The class id meaning "no class" (classifier-free guidance's unconditional branch)."""
+        if not self.null_class:
+            raise SaliencyNoiseError("this UNet has no null class (UNetConfig.null_class is False): it was not "
+                                     "trained for classifier-free guidance")
+        return int(self.num_classes)
 
     @property
     def attention_ds(self) -> tuple[int, ...]:
@@ -277,6 +289,39 @@ class AttentionBlock(nn.Module):
         return (x + h).reshape(b, c, *spatial)
 
 
+def _res_block(cfg: UNetConfig, emb_dim: int, cin: int, cout: int, **kw: bool) -> ResBlock:
+    return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, cfg.norm_groups, **kw)
+
+
+def _attention(cfg: UNetConfig, ch: int, heads: int) -> AttentionBlock:
+    return AttentionBlock(ch, heads, cfg.num_head_channels, cfg.norm_groups, cfg.use_new_attention_order)
+
+
+def _encoder(cfg: UNetConfig, emb_dim: int) -> tuple[nn.ModuleList, list[int], int, int]:
+    """The downsampling half of the UNet (``input_blocks``, same module keys as ADM).
+
+    Returns ``(input_blocks, channels of each block's output, final channels, final downsampling rate)``.
+    """
+    mc, attn_ds = cfg.model_channels, set(cfg.attention_ds)
+    ch = int(cfg.channel_mult[0] * mc)
+    blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+    chans, ds = [ch], 1
+    for level, mult in enumerate(cfg.channel_mult):
+        for _ in range(cfg.num_res_blocks):
+            layers: list[nn.Module] = [_res_block(cfg, emb_dim, ch, int(mult * mc))]
+            ch = int(mult * mc)
+            if ds in attn_ds:
+                layers.append(_attention(cfg, ch, cfg.num_heads))
+            blocks.append(EmbedSequential(*layers))
+            chans.append(ch)
+        if level != len(cfg.channel_mult) - 1:
+            blocks.append(EmbedSequential(_res_block(cfg, emb_dim, ch, ch, down=True) if cfg.resblock_updown
+                                          else Downsample(ch, True, ch)))
+            chans.append(ch)
+            ds *= 2
+    return blocks, chans, ch, ds
+
+
 class UNet(nn.Module):
     """ADM UNet. Call as the official model: ``model(x, t, y=labels)`` -> ``[N, out_channels, H, W]``."""
 
@@ -290,31 +335,15 @@ class UNet(nn.Module):
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
-            self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
+            self.label_emb = nn.Embedding(cfg.num_classes + int(cfg.null_class), emb_dim)
 
         def res(cin: int, cout: int, **kw: bool) -> ResBlock:
-            return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, g, **kw)
+            return _res_block(cfg, emb_dim, cin, cout, **kw)
 
         def attn(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, cfg.num_head_channels, g, cfg.use_new_attention_order)
+            return _attention(cfg, ch, heads)
 
-        ch = int(cfg.channel_mult[0] * mc)
-        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
-        skip_chans = [ch]
-        ds = 1
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers: list[nn.Module] = [res(ch, int(mult * mc))]
-                ch = int(mult * mc)
-                if ds in attn_ds:
-                    layers.append(attn(ch, cfg.num_heads))
-                self.input_blocks.append(EmbedSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(cfg.channel_mult) - 1:
-                self.input_blocks.append(EmbedSequential(
-                    res(ch, ch, down=True) if cfg.resblock_updown else Downsample(ch, True, ch)))
-                skip_chans.append(ch)
-                ds *= 2
+        self.input_blocks, skip_chans, ch, ds = _encoder(cfg, emb_dim)
 
         self.middle_block = EmbedSequential(res(ch, ch), attn(ch, cfg.num_heads), res(ch, ch))
 

@@ -34,10 +34,15 @@ def main() -> None:
     p.add_argument("--note", default="", help="why this IG classifier (stored in preset.json)")
     p.add_argument("--ig-tv-weight", type=float, default=1e-3,
                    help="the preset's IG total-variation weight (IGConfig.tv_weight; see the model card's sweep)")
+    p.add_argument("--guidance-weight", type=float, default=0.0,
+                   help="the preset's default classifier-free guidance weight w (needs a DDPM with a null class; "
+                        "see scripts/sweep_guidance.py)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     export_weights(a.ddpm, a.out / "ddpm.safetensors")
-    load_unet(str(a.out / "ddpm.safetensors"))  # check it loads
+    unet = load_unet(str(a.out / "ddpm.safetensors"))  # check it loads
+    if a.guidance_weight and not unet.config.null_class:
+        raise SystemExit("--guidance-weight > 0 needs a DDPM trained with a null class (label dropout)")
     if a.ig_classifier.startswith("untrained:"):
         seed = int(a.ig_classifier.split(":")[1])
         torch.manual_seed(seed)
@@ -53,7 +58,7 @@ def main() -> None:
     manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
                 "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",
                 "judge_segmenter": "judge_segmenter.safetensors", "note": a.note,
-                "ig": {"tv_weight": a.ig_tv_weight}}
+                "ig": {"tv_weight": a.ig_tv_weight}, "guidance_weight": a.guidance_weight}
     atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
     total = sum(f.stat().st_size for f in a.out.glob("*.safetensors"))
     print(f"wrote {a.out} ({total / 1e6:.1f} MB of weights)")

@@ -18,8 +18,10 @@ def ci(v: list[float], digits: int = 3) -> str:
 def main(path: str) -> None:
     res = json.loads(open(path).read())
     a = res["args"]
+    w = res.get("guidance_weight", 0.0)
+    guided = f" with classifier-free guidance w={w:g}" if w else ""
     print(f"{a['n_guides']} held-out guides x {a['classes_per_guide']} target classes each (balanced over the 8 "
-          f"classes), DDIM-{a['ddim_steps']}, crafted-noise strength {a['strength']} unless stated; mean [95% "
+          f"classes), DDIM-{a['ddim_steps']}{guided}, crafted-noise strength {a['strength']} unless stated; mean [95% "
           f"bootstrap CI over guides]; judge models only. Seconds per image: 2 CPU cores, noise crafting shared "
           f"over its images plus sampling.\n")
     print("| group | condition | layout IoU | target-class accuracy | centroid distance (px) | s / image |")

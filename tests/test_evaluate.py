@@ -57,7 +57,10 @@ def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     preset = load_tiny()
     res = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=lambda _: None)
     groups = {r["group"] for r in res["rows"]}
-    assert groups == {"source", "k", "strength", "orientation", "sampler", "diversity", "classifier"}
+    expected = {"source", "k", "strength", "orientation", "sampler", "diversity", "classifier"}
+    assert groups == expected | ({"guidance"} if preset.guidance_weight else set())
+    assert res["guidance_weight"] == preset.guidance_weight
+    assert all(r["sampler"].endswith("w=0") for r in res["rows"] if r["group"] == "guidance")
     for r in res["rows"]:
         for key in ("iou", "class_accuracy", "iou_transformed", "iou_original", "follow_rate"):
             if key in r:

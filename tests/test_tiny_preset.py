@@ -27,7 +27,23 @@ def test_loads_offline(monkeypatch):
     assert p.unet.config.num_classes == data.NUM_CLASSES
     total = sum(f.stat().st_size for f in TINY_DIR.glob("*.safetensors"))
     assert total <= 30e6
-    assert json.loads((TINY_DIR / "preset.json").read_text())["ddpm"] == "ddpm.safetensors"
+    manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    assert manifest["ddpm"] == "ddpm.safetensors"
+    assert p.guidance_weight == manifest.get("guidance_weight", 0.0)
+
+
+def test_default_sampling_uses_the_presets_guidance(preset):
+    from saliency_lib.guidance import CFGModel
+
+    if preset.guidance_weight == 0:
+        assert preset.denoiser() is preset.unet
+        return
+    assert preset.unet.config.null_class and isinstance(preset.denoiser(), CFGModel)
+    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    default = generate(preset, x_T, "fish", Sampler("ddim", 4))
+    explicit = generate(preset, x_T, "fish", Sampler("ddim", 4, guidance=preset.guidance_weight))
+    unguided = generate(preset, x_T, "fish", Sampler("ddim", 4, guidance=0.0))
+    assert torch.equal(default, explicit) and not torch.equal(default, unguided)
 
 
 def test_pipeline_end_to_end(preset, tmp_path):
@@ -53,6 +69,9 @@ def test_quality_script_runs_on_a_small_subset(preset, tmp_path):
                   cache_dir=tmp_path, log=lambda s: None)
     for key in ("judge_accuracy", "segmenter_miou", "ig_classifier_accuracy", "ig_classifier_confidence"):
         assert 0 <= res[key] <= 1
+    assert res["guidance_weight"] == preset.guidance_weight
+    if preset.guidance_weight:   # the unguided reference row is reported next to the guided ones
+        assert 0 <= res["gaussian_class_accuracy_DDIM-50, w=0"] <= 1
     assert 0 <= res["layout_iou_gaussian"]["mean"] <= 1
     lo, hi = res["layout_iou_gaussian"]["ci95"]
     assert lo <= res["layout_iou_gaussian"]["mean"] <= hi
