@@ -289,39 +289,6 @@ class AttentionBlock(nn.Module):
         return (x + h).reshape(b, c, *spatial)
 
 
-def _res_block(cfg: UNetConfig, emb_dim: int, cin: int, cout: int, **kw: bool) -> ResBlock:
-    return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, cfg.norm_groups, **kw)
-
-
-def _attention(cfg: UNetConfig, ch: int, heads: int) -> AttentionBlock:
-    return AttentionBlock(ch, heads, cfg.num_head_channels, cfg.norm_groups, cfg.use_new_attention_order)
-
-
-def _encoder(cfg: UNetConfig, emb_dim: int) -> tuple[nn.ModuleList, list[int], int, int]:
-    """The downsampling half of the UNet (``input_blocks``, same module keys as ADM).
-
-    Returns ``(input_blocks, channels of each block's output, final channels, final downsampling rate)``.
-    """
-    mc, attn_ds = cfg.model_channels, set(cfg.attention_ds)
-    ch = int(cfg.channel_mult[0] * mc)
-    blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
-    chans, ds = [ch], 1
-    for level, mult in enumerate(cfg.channel_mult):
-        for _ in range(cfg.num_res_blocks):
-            layers: list[nn.Module] = [_res_block(cfg, emb_dim, ch, int(mult * mc))]
-            ch = int(mult * mc)
-            if ds in attn_ds:
-                layers.append(_attention(cfg, ch, cfg.num_heads))
-            blocks.append(EmbedSequential(*layers))
-            chans.append(ch)
-        if level != len(cfg.channel_mult) - 1:
-            blocks.append(EmbedSequential(_res_block(cfg, emb_dim, ch, ch, down=True) if cfg.resblock_updown
-                                          else Downsample(ch, True, ch)))
-            chans.append(ch)
-            ds *= 2
-    return blocks, chans, ch, ds
-
-
 class UNet(nn.Module):
     """ADM UNet. Call as the official model: ``model(x, t, y=labels)`` -> ``[N, out_channels, H, W]``."""
 
@@ -338,12 +305,28 @@ class UNet(nn.Module):
             self.label_emb = nn.Embedding(cfg.num_classes + int(cfg.null_class), emb_dim)
 
         def res(cin: int, cout: int, **kw: bool) -> ResBlock:
-            return _res_block(cfg, emb_dim, cin, cout, **kw)
+            return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, g, **kw)
 
         def attn(ch: int, heads: int) -> AttentionBlock:
-            return _attention(cfg, ch, heads)
+            return AttentionBlock(ch, heads, cfg.num_head_channels, g, cfg.use_new_attention_order)
 
-        self.input_blocks, skip_chans, ch, ds = _encoder(cfg, emb_dim)
+        ch = int(cfg.channel_mult[0] * mc)
+        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+        skip_chans = [ch]
+        ds = 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers: list[nn.Module] = [res(ch, int(mult * mc))]
+                ch = int(mult * mc)
+                if ds in attn_ds:
+                    layers.append(attn(ch, cfg.num_heads))
+                self.input_blocks.append(EmbedSequential(*layers))
+                skip_chans.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(EmbedSequential(
+                    res(ch, ch, down=True) if cfg.resblock_updown else Downsample(ch, True, ch)))
+                skip_chans.append(ch)
+                ds *= 2
 
         self.middle_block = EmbedSequential(res(ch, ch), attn(ch, cfg.num_heads), res(ch, ch))
 
