@@ -359,7 +359,8 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     Groups: ``source`` (noise sources and the SDEdit / ILVR baselines, DDIM), ``k`` (IG step), ``strength``,
     ``classifier`` (what IG inverts), ``sampler`` (DDIM against DDPM), ``orientation`` (transformed noise),
     ``diversity`` (DDPM, several sampler seeds) and ``guidance`` (classifier-free guidance off, when the
-    preset samples with it; every other row uses the preset's guidance weight). ``seconds_per_image``: the noise's crafting time for
+    preset samples with it; every other row uses the preset's guidance weight). ``seconds_per_image``: the
+    noise's crafting time for
     the row's guides plus the sampling, over the row's images.
     """
     from .baselines import ilvr, sdedit

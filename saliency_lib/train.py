@@ -29,7 +29,7 @@ from torch import nn
 from . import data
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .unet import UNet, UNetConfig
-from .weights import config_to_metadata, load_tensors, save_tensors
+from .weights import config_to_metadata, load_module_weights, load_tensors, save_tensors
 
 
 @dataclass(frozen=True)
@@ -267,8 +267,6 @@ def init_from_weights(model: UNet, path: Path) -> None:
     key = "label_emb.weight"
     if key in tensors and key in state and tensors[key].shape[0] + 1 == state[key].shape[0] and model.config.null_class:
         tensors[key] = torch.cat([tensors[key], tensors[key].mean(0, keepdim=True)])
-    from .weights import load_module_weights
-
     load_module_weights(model, tensors, repr(str(path)))
 
 

@@ -1,4 +1,4 @@
-"""Judge per-class accuracy of DDIM-50 samples from Gaussian noise, for several DDPM weight files.
+"""Judge per-class accuracy of unguided DDIM-50 samples from Gaussian noise, for several DDPM weight files.
 
     python scripts/compare_ddpms.py checkpoints/gpu_ddpm/nrb1_ema.safetensors checkpoints/gpu_ddpm/nrb2_ema.safetensors
 
@@ -29,7 +29,7 @@ def main(paths: list[str], n: int = 128) -> None:
     for path in paths:
         p = dataclasses.replace(preset, unet=load_unet(path).eval())
         t = time.time()
-        imgs = generate(p, x_T, y, Sampler("ddim", 50))
+        imgs = generate(p, x_T, y, Sampler("ddim", 50, guidance=0.0))  # unguided: files without a null class too
         dt = time.time() - t
         acc = per_class_accuracy(judge_probs(p, imgs), y, 8)
         print(f"{path}: DDIM-50 judge per-class accuracy {acc:.3f} ({n} samples), {dt / n * 1000:.0f} ms/image")
