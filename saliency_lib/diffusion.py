@@ -340,6 +340,19 @@ class GaussianDiffusion:
         return x
 
     # ---------------------------------------------------------------- training
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of q(x_t | x_0) at indices ``t`` ``[N]`` (float64)."""
+        a = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64)[t.cpu()]
+        return (a / (1 - a)).to(t.device)
+
+    def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Per-example weight of the simple (epsilon) loss under Min-SNR-gamma weighting (Hang et al. 2023, for
+        epsilon prediction): min(SNR(t), gamma) / SNR(t) ``[N]``, float32. It is 1 at high noise (SNR < gamma)
+        and shrinks at low noise, so training spends less of its effort on fine detail. The weight depends on t
+        only, so the optimum of each t's loss is unchanged."""
+        snr = self.snr(t)
+        return (snr.clamp(max=gamma) / snr).float()
+
     def training_loss(self, model: Model, x_start: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                       noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Simple loss of Ho et al.: mean ||eps - eps_theta(x_t, t)||^2 per example, ``[N]``."""

@@ -43,6 +43,8 @@ class TrainConfig:
     label_smoothing: float = 0.0      # classifiers only: cross-entropy label smoothing
     label_dropout: float = 0.0        # DDPM only: fraction of labels replaced by the null class (classifier-free
                                       # guidance, Ho & Salimans 2022); needs UNetConfig.null_class
+    min_snr_gamma: float = 0.0        # DDPM only: Min-SNR-gamma loss weighting (Hang et al. 2023; 0: the simple,
+                                      # unweighted loss of Ho et al.)
     seed: int = 0                     # seeds the init and every per-step draw
     image_size: int = 32              # dataset resolution
     checkpoint_minutes: float = 5.0   # wall-clock period of atomic checkpoints
@@ -163,9 +165,9 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         if fit_minutes is not None:
             raise ValueError("fit_minutes sets the planned length of a fresh run; with --resume give --steps")
         tensors, meta = load_tensors(last)
-        stored = TrainConfig(**{"label_dropout": 0.0, **json.loads(meta["train_config"])})
-        fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout", "seed",
-                 "image_size")
+        stored = TrainConfig(**{"label_dropout": 0.0, "min_snr_gamma": 0.0, **json.loads(meta["train_config"])})
+        fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout",
+                 "min_snr_gamma", "seed", "image_size")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
@@ -253,9 +255,14 @@ def ddpm_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int) -> dict[st
     return {"x0": batch.images, "y": y, "t": t, "noise": noise}
 
 
-def ddpm_loss_fn(diffusion: GaussianDiffusion):
+def ddpm_loss_fn(diffusion: GaussianDiffusion, min_snr_gamma: float = 0.0):
+    """Mean simple loss over the batch; with ``min_snr_gamma`` > 0 each example is weighted by
+    ``diffusion.min_snr_weight`` (Min-SNR-gamma)."""
     def loss_fn(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return diffusion.training_loss(model, inputs["x0"], inputs["t"], y=inputs["y"], noise=inputs["noise"]).mean()
+        per_example = diffusion.training_loss(model, inputs["x0"], inputs["t"], y=inputs["y"], noise=inputs["noise"])
+        if min_snr_gamma > 0:
+            per_example = per_example * diffusion.min_snr_weight(inputs["t"], min_snr_gamma).to(per_example.device)
+        return per_example.mean()
     return loss_fn
 
 
@@ -289,9 +296,9 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
     meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))
     meta["trained_on"] = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
     batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
-    return run_training(out, model, cfg, batch_fn, ddpm_loss_fn(diffusion), meta, use_ema=cfg.ema_decay > 0,
-                        resume=resume, max_minutes=max_minutes, progress=progress, device=device,
-                        workers=workers, fit_minutes=fit_minutes)
+    return run_training(out, model, cfg, batch_fn, ddpm_loss_fn(diffusion, cfg.min_snr_gamma), meta,
+                        use_ema=cfg.ema_decay > 0, resume=resume, max_minutes=max_minutes, progress=progress,
+                        device=device, workers=workers, fit_minutes=fit_minutes)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -1,16 +1,21 @@
-"""Judge per-class accuracy of unguided DDIM-50 samples from Gaussian noise, for several DDPM weight files.
+"""Judge per-class accuracy of DDIM-50 samples from Gaussian noise, for several DDPM weight files.
 
     python scripts/compare_ddpms.py checkpoints/gpu_ddpm/nrb1_ema.safetensors checkpoints/gpu_ddpm/nrb2_ema.safetensors
+    python scripts/compare_ddpms.py --weights 0,2,4 --device cuda --json runs/compare.json a.safetensors b.safetensors
 
-128 class-balanced samples from one seeded x_T batch per model (the tiny preset's judge classifier); also
-prints the CPU time per image and saves a grid of 64 samples next to /tmp.
+``--n`` class-balanced samples from one seeded x_T batch per model, scored by the tiny preset's judge
+classifier, for each classifier-free guidance weight in ``--weights`` (weights above 0 are skipped for files
+without a null class). Prints the time per image on the chosen device and saves a grid of 64 samples per model
+and weight under ``--grids``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import sys
+import json
 import time
+from pathlib import Path
 
 import torch
 import torchvision
@@ -19,22 +24,47 @@ from saliency_lib.evaluate import judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler, generate
 from saliency_lib.presets import load_tiny
 from saliency_lib.unet import load_unet
+from saliency_lib.weights import atomic_write_bytes
 
 
-def main(paths: list[str], n: int = 128) -> None:
-    torch.set_num_threads(2)
-    preset = load_tiny()
-    y = torch.arange(8).repeat(n // 8)
-    x_T = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    for path in paths:
-        p = dataclasses.replace(preset, unet=load_unet(path).eval())
-        t = time.time()
-        imgs = generate(p, x_T, y, Sampler("ddim", 50, guidance=0.0))  # unguided: files without a null class too
-        dt = time.time() - t
-        acc = per_class_accuracy(judge_probs(p, imgs), y, 8)
-        print(f"{path}: DDIM-50 judge per-class accuracy {acc:.3f} ({n} samples), {dt / n * 1000:.0f} ms/image")
-        torchvision.utils.save_image((imgs[:64] + 1) / 2, f"/tmp/{path.replace('/', '_')}.png", nrow=8)
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", help="exported DDPM weight files")
+    p.add_argument("--weights", default="0", help="guidance weights w, comma-separated")
+    p.add_argument("--n", type=int, default=128)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grids", type=Path, default=Path("/tmp"))
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    preset = load_tiny().to(a.device)
+    k = len(preset.class_names)
+    y = torch.arange(k).repeat(a.n // k)
+    x_T = torch.randn(y.shape[0], 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for path in a.paths:
+        unet = load_unet(path).eval().to(a.device)
+        params = sum(t.numel() for t in unet.parameters())
+        for w in (float(s) for s in a.weights.split(",")):
+            if w > 0 and not unet.config.null_class:
+                print(f"{path}: no null class, guidance weight {w:g} skipped")
+                continue
+            m = dataclasses.replace(preset, unet=unet)
+            t = time.time()
+            imgs = generate(m, x_T, y, Sampler("ddim", 50, guidance=w))   # on a.device, like the judge
+            dt = (time.time() - t) / y.shape[0]
+            acc = per_class_accuracy(judge_probs(preset, imgs).cpu(), y, k)
+            imgs = imgs.cpu()
+            rows.append({"path": path, "parameters": params, "guidance": w, "judge_per_class_accuracy": acc,
+                         "seconds_per_image": dt, "device": a.device, "n": int(y.shape[0])})
+            print(f"{path} ({params:,} parameters): DDIM-50, w={w:g}: judge per-class accuracy {acc:.3f} "
+                  f"({y.shape[0]} samples), {dt * 1000:.0f} ms/image on {a.device}", flush=True)
+            name = f"{Path(path).stem}_w{w:g}.png"
+            torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / name, nrow=8)
+    if a.json:
+        atomic_write_bytes(a.json, json.dumps(rows, indent=1).encode())
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

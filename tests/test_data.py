@@ -68,3 +68,13 @@ def test_bad_requests():
     with pytest.raises(SaliencyNoiseError, match="unknown class"):
         data.class_id("dragon")
     assert data.class_id("fish") == data.CLASS_NAMES.index("fish")
+
+
+
+def test_object_sizes_cover_the_scale_range():
+    b = data.make_batch("train", 0, 256)
+    half_size = b.scales   # pixels: 0.32-0.54 of the half-width of a 32x32 image, i.e. 5.1-8.6 px
+    assert half_size.min() >= 0.32 * 16 and half_size.max() <= 0.54 * 16
+    assert half_size.min() < 0.36 * 16 and half_size.max() > 0.50 * 16   # the whole range is used
+    area = b.masks.float().mean(dim=(1, 2, 3))
+    assert area.min() > 0.01   # even the smallest object covers more than a dozen pixels

@@ -83,3 +83,39 @@ def test_fit_minutes_plans_the_run_and_is_recorded(tmp_path):
     assert json.loads(meta["train_config"])["steps"] == 5
     with pytest.raises(ValueError, match="fit_minutes"):
         train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, resume=True, fit_minutes=1.0, progress=False)
+
+
+def test_min_snr_weighting():
+    from saliency_lib.diffusion import DiffusionConfig, GaussianDiffusion
+    from saliency_lib.train import ddpm_loss_fn, ddpm_step_inputs
+    from saliency_lib.unet import UNet
+
+    d = GaussianDiffusion.from_config(DiffusionConfig(num_steps=1000, schedule="linear"))
+    t = torch.tensor([0, 100, 300, 500, 999])
+    snr = d.snr(t)
+    a = torch.as_tensor(d.alphas_cumprod)[t]
+    torch.testing.assert_close(snr, a / (1 - a))
+    assert (snr[:-1] > snr[1:]).all()          # less signal as t grows
+    w = d.min_snr_weight(t, 5.0)
+    torch.testing.assert_close(w, (snr.clamp(max=5.0) / snr).float())
+    assert w[0] < 0.01 and w[-1] == 1.0        # low noise down-weighted, high noise untouched
+    # the weighted loss is the per-example simple loss times that weight, averaged
+    model = UNet(TINY).eval()
+    inputs = ddpm_step_inputs(0, TrainConfig(batch_size=5, image_size=16), 1000)
+    inputs["t"] = t
+    with torch.no_grad():
+        plain = d.training_loss(model, inputs["x0"], t, y=inputs["y"], noise=inputs["noise"])
+        weighted = ddpm_loss_fn(d, 5.0)(model, inputs)
+        unweighted = ddpm_loss_fn(d)(model, inputs)
+    torch.testing.assert_close(weighted, (plain * w).mean())
+    torch.testing.assert_close(unweighted, plain.mean())
+
+
+def test_resume_rejects_a_changed_loss_weighting(tmp_path):
+    import pytest
+
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, image_size=16, lr=1e-3)
+    train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, max_minutes=0.0, progress=False)
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        train_ddpm(tmp_path / "a", TrainConfig(**{**cfg.__dict__, "min_snr_gamma": 5.0}), unet_cfg=TINY, resume=True,
+                   progress=False)
