@@ -107,6 +107,8 @@ class DiffusionConfig:
     learn_sigma: bool = False        # model outputs 2C channels: eps and v (learned-range variance)
     fixed_variance: str = "small"    # without learned sigma: "small" = posterior beta~_t, "large" = beta_t
     clip_denoised: bool = True       # clip predicted x_0 to [-1, 1]
+    prediction: str = "epsilon"      # what the model outputs: "epsilon" (Ho et al.; every ADM checkpoint) or "v"
+                                     # (Salimans & Ho 2022: v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0)
 
 
 def diffusion_config_from_flags(flags: dict) -> DiffusionConfig:
@@ -135,13 +137,17 @@ class GaussianDiffusion:
     """
 
     def __init__(self, betas: np.ndarray, timestep_map: Sequence[int] | None = None,
-                 learn_sigma: bool = False, fixed_variance: str = "small", clip_denoised: bool = True):
+                 learn_sigma: bool = False, fixed_variance: str = "small", clip_denoised: bool = True,
+                 prediction: str = "epsilon"):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise SaliencyNoiseError("betas must be a 1-D array in (0, 1]")
         if fixed_variance not in ("small", "large"):
             raise SaliencyNoiseError(f"fixed_variance must be 'small' or 'large', got {fixed_variance!r}")
+        if prediction not in ("epsilon", "v"):
+            raise SaliencyNoiseError(f"prediction must be 'epsilon' or 'v', got {prediction!r}")
         self.betas = betas
+        self.prediction = prediction
         self.num_timesteps = len(betas)
         self.timestep_map = np.asarray(timestep_map if timestep_map is not None else range(len(betas)),
                                        dtype=np.int64)
@@ -168,7 +174,7 @@ class GaussianDiffusion:
         base = get_beta_schedule(config.schedule, config.num_steps)
         kept = space_timesteps(config.num_steps, respacing) if respacing not in (None, "") else None
         kw = dict(learn_sigma=config.learn_sigma, fixed_variance=config.fixed_variance,
-                  clip_denoised=config.clip_denoised)
+                  clip_denoised=config.clip_denoised, prediction=config.prediction)
         if kept is None:
             return cls(base, **kw)
         return cls(respace_betas(base, kept), timestep_map=kept, **kw)
@@ -222,6 +228,18 @@ class GaussianDiffusion:
         return ((self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x_start)
                 / self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t))
 
+    def predict_eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t (Salimans & Ho 2022). At high noise the model's v is
+        scaled down by sqrt(abar_t) and x_t passes through exactly, so x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v
+        stays well-conditioned where an epsilon error is amplified by 1 / sqrt(abar_t)."""
+        return (self._gather(self.sqrt_alphas_cumprod, t, x_t) * v
+                + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t)
+
+    def v_target(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The v a v-predicting model learns: sqrt(abar_t) eps - sqrt(1 - abar_t) x_0."""
+        return (self._gather(self.sqrt_alphas_cumprod, t, x_start) * noise
+                - self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start)
+
     # ---------------------------------------------------------------- reverse process
     def p_mean_variance_from_output(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
                                     ) -> dict[str, torch.Tensor]:
@@ -253,6 +271,8 @@ class GaussianDiffusion:
                 var = self._gather(self.posterior_variance, t, x_t)
                 log_var = self._gather(self.posterior_log_variance_clipped, t, x_t)
             var, log_var = var.expand_as(x_t), log_var.expand_as(x_t)
+        if self.prediction == "v":
+            eps = self.predict_eps_from_v(x_t, t, eps)
         pred_xstart = self.predict_xstart_from_eps(x_t, t, eps)
         if self.clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
@@ -346,20 +366,23 @@ class GaussianDiffusion:
         return (a / (1 - a)).to(t.device)
 
     def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
-        """Per-example weight of the simple (epsilon) loss under Min-SNR-gamma weighting (Hang et al. 2023, for
-        epsilon prediction): min(SNR(t), gamma) / SNR(t) ``[N]``, float32. It is 1 at high noise (SNR < gamma)
-        and shrinks at low noise, so training spends less of its effort on fine detail. The weight depends on t
-        only, so the optimum of each t's loss is unchanged."""
+        """Per-example weight of the simple loss under Min-SNR-gamma weighting (Hang et al. 2023): for epsilon
+        prediction min(SNR(t), gamma) / SNR(t), for v prediction min(SNR(t), gamma) / (SNR(t) + 1); ``[N]``,
+        float32. Either way the loss is min(SNR, gamma) ||x_0 - x_0_hat||^2: full weight at high noise
+        (SNR < gamma), less at low noise, so training spends less of its effort on fine detail. The weight
+        depends on t only, so the optimum of each t's loss is unchanged."""
         snr = self.snr(t)
-        return (snr.clamp(max=gamma) / snr).float()
+        return (snr.clamp(max=gamma) / (snr + 1 if self.prediction == "v" else snr)).float()
 
     def training_loss(self, model: Model, x_start: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                       noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Simple loss of Ho et al.: mean ||eps - eps_theta(x_t, t)||^2 per example, ``[N]``."""
+        """Simple loss of Ho et al.: mean ||eps - eps_theta(x_t, t)||^2 per example, ``[N]`` (for a v-predicting
+        model ||v - v_theta(x_t, t)||^2, with v from :meth:`v_target`)."""
         if noise is None:
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         x_t = self.q_sample(x_start, t, noise)
         kwargs = {} if y is None else {"y": y}
         out = model(x_t, self.model_timesteps(t), **kwargs)
-        eps = out[:, : x_start.shape[1]]
-        return ((eps.float() - noise.float()) ** 2).mean(dim=(1, 2, 3))
+        pred = out[:, : x_start.shape[1]]
+        target = self.v_target(x_start, t, noise) if self.prediction == "v" else noise
+        return ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))

@@ -15,6 +15,7 @@ download so a user can pin it with ``SALIENCY_NOISE_ADM128_SHA256``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from
 from .errors import DownloadError, SaliencyNoiseError
 from .inversion import IGConfig
 from .unet import UNet, load_unet
+from .weights import read_metadata
 
 ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
 # Flags of the 128x128 class-conditional model, as in guided-diffusion's README (MODEL_FLAGS).
@@ -169,6 +171,25 @@ class Preset:
         return self
 
 
+def load_ddpm_file(path: str | os.PathLike) -> tuple[nn.Module, DiffusionConfig]:
+    """A DDPM weights file written by this package's training (``train export``): the UNet and the diffusion
+    process it was trained for (stored in the file's metadata; epsilon prediction for files written before the
+    ``prediction`` field existed)."""
+    meta = read_metadata(path)
+    if "diffusion_config" not in meta:
+        raise SaliencyNoiseError(f"{path}: no diffusion_config in the metadata; expected a DDPM weights file "
+                                 "exported by `python -m saliency_lib.train export`")
+    return load_unet(str(path)), DiffusionConfig(**json.loads(meta["diffusion_config"]))
+
+
+def with_ddpm_file(preset: Preset, path: str | os.PathLike) -> Preset:
+    """``preset`` with the DDPM (UNet and diffusion process) of another weights file, e.g. a training run's
+    exported EMA, for comparisons; every other model stays."""
+    unet, diff_cfg = load_ddpm_file(path)
+    device = next(preset.unet.parameters()).device
+    return dataclasses.replace(preset, unet=unet.eval().to(device), diffusion_config=diff_cfg)
+
+
 def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -> Preset:
     """The embedded preset: 32x32 shapes DDPM, IG classifier and judge models from ``data/models/tiny``."""
     from . import data
@@ -179,10 +200,7 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
         raise SaliencyNoiseError(f"the tiny preset's files are missing: no {manifest_path}; the repository "
                                  "ships them under data/models/tiny")
     manifest = json.loads(manifest_path.read_text())
-    from .weights import read_metadata
-
-    unet = load_unet(str(d / manifest["ddpm"]))
-    diff_cfg = DiffusionConfig(**json.loads(read_metadata(d / manifest["ddpm"])["diffusion_config"]))
+    unet, diff_cfg = load_ddpm_file(d / manifest["ddpm"])
     classifier = load_classifier(d / manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,

@@ -29,7 +29,7 @@ from torch import nn
 from . import data
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .unet import UNet, UNetConfig
-from .weights import config_to_metadata, load_module_weights, load_tensors, save_tensors
+from .weights import config_to_metadata, load_module_weights, load_tensors, read_metadata, save_tensors
 
 
 @dataclass(frozen=True)
@@ -285,6 +285,11 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
     with label dropout for classifier-free guidance)."""
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
+    last = out / "last.safetensors"
+    if resume and last.exists():
+        stored = DiffusionConfig(**json.loads(read_metadata(last)["diffusion_config"]))
+        if stored != diff_cfg:
+            raise ValueError(f"--resume: the checkpoint was trained with {stored}, not {diff_cfg}")
     torch.manual_seed(cfg.seed)
     model = UNet(unet_cfg)
     if init is not None:
@@ -320,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning)")
     p.add_argument("--unet", type=json.loads, default=None,
                    help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
+    p.add_argument("--diffusion", type=json.loads, default=None,
+                   help='ddpm: JSON overrides of the tiny diffusion config, e.g. \'{"prediction": "v"}\'')
     for f in dataclasses.fields(TrainConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
     a = p.parse_args(argv)
@@ -332,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.what == "ddpm":
         unet_cfg = dataclasses.replace(TINY_UNET, **{k: tuple(v) if isinstance(v, list) else v
                                                      for k, v in (a.unet or {}).items()})
-        result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, resume=a.resume,
+        diff_cfg = dataclasses.replace(TINY_DIFFUSION, **(a.diffusion or {}))
+        result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, diff_cfg=diff_cfg, resume=a.resume,
                             max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes,
                             init=a.init)
     else:

@@ -12,7 +12,6 @@ and weight under ``--grids``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ import torchvision
 
 from saliency_lib.evaluate import judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler, generate
-from saliency_lib.presets import load_tiny
-from saliency_lib.unet import load_unet
+from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.weights import atomic_write_bytes
 
 
@@ -44,19 +42,18 @@ def main() -> None:
     x_T = torch.randn(y.shape[0], 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(0))
     rows = []
     for path in a.paths:
-        unet = load_unet(path).eval().to(a.device)
-        params = sum(t.numel() for t in unet.parameters())
+        m = with_ddpm_file(preset, path)   # its UNet and diffusion process (epsilon or v prediction)
+        params = sum(t.numel() for t in m.unet.parameters())
         for w in (float(s) for s in a.weights.split(",")):
-            if w > 0 and not unet.config.null_class:
+            if w > 0 and not m.unet.config.null_class:
                 print(f"{path}: no null class, guidance weight {w:g} skipped")
                 continue
-            m = dataclasses.replace(preset, unet=unet)
             t = time.time()
             imgs = generate(m, x_T, y, Sampler("ddim", 50, guidance=w))   # on a.device, like the judge
             dt = (time.time() - t) / y.shape[0]
             acc = per_class_accuracy(judge_probs(preset, imgs).cpu(), y, k)
             imgs = imgs.cpu()
-            rows.append({"path": path, "parameters": params, "guidance": w, "judge_per_class_accuracy": acc,
+            rows.append({"path": path, "parameters": params, "prediction": m.diffusion_config.prediction, "guidance": w, "judge_per_class_accuracy": acc,
                          "seconds_per_image": dt, "device": a.device, "n": int(y.shape[0])})
             print(f"{path} ({params:,} parameters): DDIM-50, w={w:g}: judge per-class accuracy {acc:.3f} "
                   f"({y.shape[0]} samples), {dt * 1000:.0f} ms/image on {a.device}", flush=True)

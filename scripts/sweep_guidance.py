@@ -12,7 +12,6 @@ time per image; saves a grid of the first 64 samples per weight under --grids.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -22,9 +21,8 @@ import torchvision
 
 from saliency_lib.evaluate import judge_masks, judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler, generate
-from saliency_lib.presets import load_tiny
+from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.train import export_weights
-from saliency_lib.unet import load_unet
 from saliency_lib.weights import atomic_write_bytes
 
 
@@ -43,7 +41,7 @@ def main() -> None:
     if a.ddpm is not None:
         exported = a.grids / "sweep_ddpm.safetensors"
         export_weights(a.ddpm, exported)   # EMA weights of a training checkpoint (a weights file is copied)
-        preset = dataclasses.replace(preset, unet=load_unet(str(exported)))
+        preset = with_ddpm_file(preset, exported)
     k = len(preset.class_names)
     y = torch.arange(a.n) % k
     x_T = torch.randn(a.n, 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(a.seed))

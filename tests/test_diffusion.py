@@ -130,3 +130,56 @@ def test_bad_inputs():
         d.sample(_Linear(), torch.randn(1, 3, 8, 8), method="euler")
     with pytest.raises(SaliencyNoiseError, match="timestep index"):
         d.ddim_step(_Linear(), torch.randn(1, 3, 8, 8), 10)
+
+
+def test_v_prediction_recovers_x0_and_eps_like_epsilon_prediction():
+    """An oracle that outputs the true v (or the true eps) gives back the true x_0 and eps, respaced too."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 3, 8, 8, generator=g) * 1.8 - 0.9
+    noise = torch.randn(3, 3, 8, 8, generator=g)
+    for respacing in (None, "10"):
+        cfg = DiffusionConfig(num_steps=100)
+        d_eps = GaussianDiffusion.from_config(cfg, respacing)
+        d_v = GaussianDiffusion.from_config(DiffusionConfig(num_steps=100, prediction="v"), respacing)
+        idx = torch.tensor([0, d_v.num_timesteps // 2, d_v.num_timesteps - 1])
+        x_t = d_v.q_sample(x0, idx, noise)
+        v = d_v.v_target(x0, idx, noise)
+        out_v = d_v.p_mean_variance(lambda x, t, **kw: v, x_t, idx)
+        out_e = d_eps.p_mean_variance(lambda x, t, **kw: noise, x_t, idx)
+        for out in (out_v, out_e):
+            torch.testing.assert_close(out["pred_xstart"], x0, atol=2e-3, rtol=0)
+            torch.testing.assert_close(out["eps"], noise, atol=1e-4, rtol=0)
+        torch.testing.assert_close(out_v["mean"], out_e["mean"], atol=1e-4, rtol=0)
+        # the training loss: zero for the oracle, ||v - eps||^2 for a model that outputs eps instead
+        assert d_v.training_loss(lambda x, t, **kw: v, x0, idx, noise=noise).abs().max() < 1e-10
+        torch.testing.assert_close(d_v.training_loss(lambda x, t, **kw: noise, x0, idx, noise=noise),
+                                   ((v - noise) ** 2).mean(dim=(1, 2, 3)))
+
+
+def test_v_model_samples_like_the_equivalent_epsilon_model():
+    """DDIM and DDPM with a v-model f equal sampling with the epsilon model sqrt(abar) f + sqrt(1 - abar) x_t."""
+    d_v = GaussianDiffusion.from_config(DiffusionConfig(num_steps=50, prediction="v"))
+    d_e = GaussianDiffusion.from_config(DiffusionConfig(num_steps=50))
+    w = torch.randn(3, 3, 1, 1, generator=torch.Generator().manual_seed(1)) * 0.3
+
+    def v_model(x, t, **kw):
+        return torch.nn.functional.conv2d(torch.tanh(x), w) * (1 + t.float()[:, None, None, None] / 50)
+
+    def eps_model(x, t, **kw):
+        a = torch.as_tensor(d_e.alphas_cumprod, dtype=x.dtype)[t][:, None, None, None]
+        return a.sqrt() * v_model(x, t) + (1 - a).sqrt() * x
+
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    for method in ("ddim", "ddpm"):
+        a = d_v.sample(v_model, x_T, method=method, generator=torch.Generator().manual_seed(3))
+        b = d_e.sample(eps_model, x_T, method=method, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_min_snr_weight_for_v_prediction_and_bad_prediction():
+    d = GaussianDiffusion.from_config(DiffusionConfig(num_steps=1000, prediction="v"))
+    t = torch.tensor([0, 300, 999])
+    snr = d.snr(t)
+    torch.testing.assert_close(d.min_snr_weight(t, 5.0), (snr.clamp(max=5.0) / (snr + 1)).float())
+    with pytest.raises(SaliencyNoiseError, match="prediction"):
+        GaussianDiffusion.from_config(DiffusionConfig(prediction="x0"))

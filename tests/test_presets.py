@@ -112,3 +112,28 @@ def test_unknown_preset():
 def test_tiny_preset_missing_files_error(tmp_path):
     with pytest.raises(SaliencyNoiseError, match="preset.json"):
         presets.load_tiny(model_dir=tmp_path)
+
+
+def test_with_ddpm_file_takes_the_files_unet_and_diffusion(tmp_path):
+    import json
+
+    from saliency_lib.diffusion import DiffusionConfig
+    from saliency_lib.presets import load_tiny, with_ddpm_file
+    from saliency_lib.train import TrainConfig, export_weights, train_ddpm
+    from saliency_lib.unet import UNetConfig
+    from saliency_lib.weights import save_tensors
+
+    unet_cfg = UNetConfig(image_size=32, model_channels=32, out_channels=3, num_res_blocks=1,
+                          attention_resolutions=(8,), channel_mult=(1, 2), num_classes=8, num_head_channels=32,
+                          null_class=True)
+    train_ddpm(tmp_path / "run", TrainConfig(steps=1, batch_size=2, warmup=1), unet_cfg=unet_cfg,
+               diff_cfg=DiffusionConfig(prediction="v"), progress=False)
+    export_weights(tmp_path / "run" / "last.safetensors", tmp_path / "ema.safetensors")
+    base = load_tiny()
+    p = with_ddpm_file(base, tmp_path / "ema.safetensors")
+    assert p.diffusion_config.prediction == "v" and p.diffusion().prediction == "v"
+    assert p.unet.config.channel_mult == (1, 2) and p.judge_classifier is base.judge_classifier
+    assert base.diffusion_config.prediction == "epsilon"   # the shipped DDPM predicts epsilon
+    save_tensors(tmp_path / "bare.safetensors", {"w": torch.zeros(1)}, {"note": json.dumps(1)})
+    with pytest.raises(SaliencyNoiseError, match="diffusion_config"):
+        with_ddpm_file(base, tmp_path / "bare.safetensors")

@@ -119,3 +119,19 @@ def test_resume_rejects_a_changed_loss_weighting(tmp_path):
     with pytest.raises(ValueError, match="min_snr_gamma"):
         train_ddpm(tmp_path / "a", TrainConfig(**{**cfg.__dict__, "min_snr_gamma": 5.0}), unet_cfg=TINY, resume=True,
                    progress=False)
+
+
+def test_v_prediction_training_runs_and_resume_keeps_the_diffusion(tmp_path):
+    import pytest
+    from saliency_lib.diffusion import DiffusionConfig
+    from saliency_lib.weights import read_metadata
+    import json
+
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, image_size=16, lr=1e-3)
+    v = DiffusionConfig(num_steps=1000, prediction="v")
+    r = train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, diff_cfg=v, max_minutes=0.0, progress=False)
+    assert r["step"] == 1
+    assert json.loads(read_metadata(tmp_path / "a" / "last.safetensors")["diffusion_config"])["prediction"] == "v"
+    with pytest.raises(ValueError, match="prediction='v'"):
+        train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, resume=True, progress=False)   # default: epsilon
+    assert train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, diff_cfg=v, resume=True, progress=False)["step"] == 2
