@@ -165,7 +165,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         if fit_minutes is not None:
             raise ValueError("fit_minutes sets the planned length of a fresh run; with --resume give --steps")
         tensors, meta = load_tensors(last)
-        stored = TrainConfig(**{"label_dropout": 0.0, "min_snr_gamma": 0.0, **json.loads(meta["train_config"])})
+        stored = TrainConfig(**json.loads(meta["train_config"]))   # fields added later take their defaults
         fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout",
                  "min_snr_gamma", "seed", "image_size")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
