@@ -153,6 +153,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
     """
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
+    if device.type == "cuda":   # fixed input shapes: let cuDNN pick the fastest convolution kernels
+        torch.backends.cudnn.benchmark = True
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = None
