@@ -147,8 +147,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
 
     ``batch_fn(step)`` makes every random input of a step on the CPU from ``(cfg.seed, step)`` (so runs on
     any device see the same data and noise); ``workers`` processes prepare them ahead. ``fit_minutes``
-    (fresh runs only) times the first ``cfg.warmup // 2`` steps and then sets ``cfg.steps`` to what fits in
-    that many minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config
+    (fresh runs only) times the second half of the first ``cfg.warmup // 2`` steps (the first half absorbs
+    start-up: worker processes, cuDNN autotuning) and then sets ``cfg.steps`` to what fits in that many minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config
     reproduces the run.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         print(f"resumed from {last} at step {start}")
     from tqdm.auto import tqdm
 
-    probe = max(1, cfg.warmup // 2) if fit_minutes is not None else None
+    probe = max(2, cfg.warmup // 2) if fit_minutes is not None else None
+    t_probe = None
     horizon = start + 10_000_000 if fit_minutes is not None else cfg.steps
     bar = tqdm(initial=start, total=cfg.steps, disable=not progress, desc=out.name)
     t0, last_ckpt = time.time(), time.time()
@@ -214,8 +215,11 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
             history.append(round(running, 5))
             bar.set_postfix(loss=f"{running:.4f}")
         bar.update(1)
+        if probe is not None and step + 1 - start == probe // 2:
+            t_probe = time.time()
         if probe is not None and step + 1 - start == probe:
-            per_step = (time.time() - t0) / probe
+            # timing from the start would count the start-up as steps: a GPU run planned half the steps it had time for
+            per_step = (time.time() - t_probe) / (probe - probe // 2)
             fitted = start + probe + int((60 * fit_minutes - (time.time() - t0)) / per_step)
             cfg = dataclasses.replace(cfg, steps=max(cfg.warmup + 1, fitted))
             bar.total = cfg.steps

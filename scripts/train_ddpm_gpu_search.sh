@@ -6,9 +6,9 @@
 #
 # Why: the shipped UNet saw 1.3M training images (10,000 x 128 on a GPU, then a CPU fine-tune) and draws crude
 # shapes (judge per-class accuracy 0.57 with guidance, bar 0.90); CPU fine-tunes (longer, larger objects,
-# Min-SNR, v-prediction) did not help (MODEL_CARD.md, History 10). Small UNets are launch-bound on a GPU, so a
-# large batch (512) costs little more per step than a small one and two runs share the GPU; the procedural
-# dataset is drawn by CPU worker processes (about 0.2 s per 256 images per core).
+# Min-SNR, v-prediction) did not help (MODEL_CARD.md, History 10). Small UNets leave a GPU mostly idle, so
+# two runs share it at batch 512. The CPU worker processes that draw the procedural batches set the pace: on
+# one H200 with 16 cores, 7 workers per run gave 7.5 steps per second each (History 11).
 #
 # Each candidate: label dropout 0.15 (classifier-free guidance), batch $BATCH, AdamW lr 4e-4, warm-up 200,
 # EMA 0.999, as many steps as fit in $MINUTES (--fit-minutes). Then scripts/compare_ddpms.py scores every EMA
