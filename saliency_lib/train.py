@@ -148,8 +148,9 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
     ``batch_fn(step)`` makes every random input of a step on the CPU from ``(cfg.seed, step)`` (so runs on
     any device see the same data and noise); ``workers`` processes prepare them ahead. ``fit_minutes``
     (fresh runs only) times the second half of the first ``cfg.warmup // 2`` steps (the first half absorbs
-    start-up: worker processes, cuDNN autotuning) and then sets ``cfg.steps`` to what fits in that many minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config
-    reproduces the run.
+    start-up: worker processes, cuDNN autotuning) and then sets ``cfg.steps`` to what fits in that many
+    minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config reproduces
+    the run.
     """
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -218,7 +219,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         if probe is not None and step + 1 - start == probe // 2:
             t_probe = time.time()
         if probe is not None and step + 1 - start == probe:
-            # timing from the start would count the start-up as steps: a GPU run planned half the steps it had time for
+            # timed from t0, start-up would count as steps (a GPU run once planned half the steps it had time for)
             per_step = (time.time() - t_probe) / (probe - probe // 2)
             fitted = start + probe + int((60 * fit_minutes - (time.time() - t0)) / per_step)
             cfg = dataclasses.replace(cfg, steps=max(cfg.warmup + 1, fitted))
