@@ -38,6 +38,14 @@ class Sampler:
             raise SaliencyNoiseError(f"Sampler.guidance must be >= 0 (or None for the preset's weight), got "
                                      f"{self.guidance}")
 
+    @classmethod
+    def parse(cls, text: str, guidance: float | None = None) -> "Sampler":
+        """``"ddim:50"`` -> ``Sampler("ddim", 50)``, ``"ddpm:250"`` -> ``Sampler("ddpm", 250)`` (script options)."""
+        method, _, steps = text.partition(":")
+        if not steps.isdigit():
+            raise SaliencyNoiseError(f"sampler {text!r}: expected method:steps, e.g. 'ddim:50' or 'ddpm:250'")
+        return cls(method, int(steps), guidance=guidance)
+
     @property
     def respacing(self) -> str:
         return f"ddim{self.steps}" if self.method == "ddim" else str(self.steps)

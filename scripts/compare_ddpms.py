@@ -2,10 +2,10 @@
 
     python scripts/compare_ddpms.py checkpoints/gpu_ddpm/nrb1_ema.safetensors checkpoints/gpu_ddpm/nrb2_ema.safetensors
     python scripts/compare_ddpms.py --weights 0,2,4 --device cuda --json runs/compare.json a.safetensors b.safetensors
-    python scripts/compare_ddpms.py --samplers ddim50,ddpm250 --weights 4 a.safetensors   # both quality-bar samplers
+    python scripts/compare_ddpms.py --samplers ddim:50,ddpm:250 --weights 4 a.safetensors   # both quality-bar samplers
 
 ``--n`` class-balanced samples from one seeded x_T batch per model, scored by the tiny preset's judge
-classifier, for each sampler in ``--samplers`` (``ddimN``: deterministic DDIM with N steps; ``ddpmN``: ancestral
+classifier, for each sampler in ``--samplers`` (``ddim:N``: deterministic DDIM with N steps; ``ddpm:N``: ancestral
 sampling with N respaced steps, its noise seeded with 0) and each classifier-free guidance weight in ``--weights`` (weights above 0 are skipped for files
 without a null class). Prints the time per image on the chosen device and saves a grid of 64 samples per model
 and weight under ``--grids``.
@@ -14,6 +14,7 @@ and weight under ``--grids``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,26 +28,18 @@ from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.weights import atomic_write_bytes
 
 
-def parse_sampler(text: str) -> tuple[str, int]:
-    """``"ddim50"`` -> ``("ddim", 50)``; ``"ddpm250"`` -> ``("ddpm", 250)``."""
-    for method in ("ddim", "ddpm"):
-        if text.startswith(method) and text[len(method):].isdigit():
-            return method, int(text[len(method):])
-    raise SystemExit(f"--samplers: {text!r} is not ddimN or ddpmN (N an integer number of steps, e.g. ddim50)")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="exported DDPM weight files")
     p.add_argument("--weights", default="0", help="guidance weights w, comma-separated")
-    p.add_argument("--samplers", default="ddim50", help="comma-separated ddimN / ddpmN, e.g. ddim50,ddpm250")
+    p.add_argument("--samplers", default="ddim:50", help="comma-separated method:steps, e.g. ddim:50,ddpm:250")
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--grids", type=Path, default=Path("/tmp"))
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    samplers = [parse_sampler(s) for s in a.samplers.split(",")]
+    samplers = [Sampler.parse(s) for s in a.samplers.split(",")]
     torch.set_num_threads(a.threads)
     preset = load_tiny().to(a.device)
     k = len(preset.class_names)
@@ -56,22 +49,22 @@ def main() -> None:
     for path in a.paths:
         m = with_ddpm_file(preset, path)   # its UNet and diffusion process (epsilon or v prediction)
         params = sum(t.numel() for t in m.unet.parameters())
-        for (method, steps), w in ((s, float(w)) for s in samplers for w in a.weights.split(",")):
+        for base, w in ((s, float(w)) for s in samplers for w in a.weights.split(",")):
             if w > 0 and not m.unet.config.null_class:
                 print(f"{path}: no null class, guidance weight {w:g} skipped")
                 continue
-            sampler = Sampler(method, steps, guidance=w)
+            sampler = dataclasses.replace(base, guidance=w)
             t = time.time()
             imgs = generate(m, x_T, y, sampler, seed=0)   # on a.device, like the judge
             dt = (time.time() - t) / y.shape[0]
             acc = per_class_accuracy(judge_probs(preset, imgs).cpu(), y, k)
             imgs = imgs.cpu()
             rows.append({"path": path, "parameters": params, "prediction": m.diffusion_config.prediction,
-                         "sampler": f"{method}{steps}", "guidance": w, "judge_per_class_accuracy": acc,
+                         "sampler": f"{sampler.method}:{sampler.steps}", "guidance": w, "judge_per_class_accuracy": acc,
                          "seconds_per_image": dt, "device": a.device, "n": int(y.shape[0])})
             print(f"{path} ({params:,} parameters): {sampler.label}: judge per-class accuracy {acc:.3f} "
                   f"({y.shape[0]} samples), {dt * 1000:.0f} ms/image on {a.device}", flush=True)
-            name = f"{Path(path).stem}_{method}{steps}_w{w:g}.png"
+            name = f"{Path(path).stem}_{sampler.method}{sampler.steps}_w{w:g}.png"
             torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / name, nrow=8)
     if a.json:
         atomic_write_bytes(a.json, json.dumps(rows, indent=1).encode())

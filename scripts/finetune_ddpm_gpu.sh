@@ -18,5 +18,5 @@ $PY -m saliency_lib.train ddpm --out "$OUT/ft" --init "$OUT/ddpm_e925f61.safeten
 $PY -m saliency_lib.train export --from-ckpt "$OUT/ft/last.safetensors" --out "$OUT/ft_ema.safetensors"
 $PY -m saliency_lib.train ddpm --out "$OUT/ft" --resume --steps 5400 --minutes 2.5 "${common[@]}" --checkpoint-minutes 1
 $PY -m saliency_lib.train export --from-ckpt "$OUT/ft/last.safetensors" --out "$OUT/ft2_ema.safetensors"
-$PY scripts/compare_ddpms.py --device "$DEVICE" --samplers ddim50,ddpm250 --weights 2,4,6 --n 256 \
+$PY scripts/compare_ddpms.py --device "$DEVICE" --samplers ddim:50,ddpm:250 --weights 2,4,6 --n 256 \
     --json "$OUT/compare.json" "$OUT/ddpm_e925f61.safetensors" "$OUT/ft_ema.safetensors" "$OUT/ft2_ema.safetensors"

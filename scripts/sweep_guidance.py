@@ -45,10 +45,10 @@ def main() -> None:
     k = len(preset.class_names)
     y = torch.arange(a.n) % k
     x_T = torch.randn(a.n, 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(a.seed))
-    method, steps = a.sampler.split(":")
+    Sampler.parse(a.sampler)   # a bad --sampler fails before any sampling
     rows = []
     for w in (float(s) for s in a.weights.split(",")):
-        sampler = Sampler(method, int(steps), guidance=w)
+        sampler = Sampler.parse(a.sampler, guidance=w)
         t = time.time()
         imgs = torch.cat([generate(preset, xb, yb, sampler, seed=a.seed + i)
                           for i, (xb, yb) in enumerate(zip(x_T.split(64), y.split(64)))])
@@ -59,7 +59,7 @@ def main() -> None:
                      "seconds_per_image": dt})
         print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {area:.3f} ({a.n} samples), "
               f"{dt * 1000:.0f} ms/image", flush=True)
-        torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"cfg_{method}{steps}_w{w:g}.png", nrow=8)
+        torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}.png", nrow=8)
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "sampler": a.sampler, "n": a.n, "seed": a.seed,
                                                "rows": rows}, indent=1).encode())

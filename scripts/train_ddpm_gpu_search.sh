@@ -40,7 +40,7 @@ train() {  # name
 for name in "${!UNET[@]}"; do train "$name" & done
 wait
 ls $TMP/*_ema.safetensors > /dev/null || { echo "no candidate finished"; tail -c 600 "$RES"/*.log; tar -cf "$OUT/results.tar" -C "$OUT" results; exit 1; }
-$PY scripts/compare_ddpms.py --device "$DEVICE" --samplers ddim50,ddpm250 --weights 0,2,4,6 --n "$N" --grids "$RES" \
+$PY scripts/compare_ddpms.py --device "$DEVICE" --samplers ddim:50,ddpm:250 --weights 0,2,4,6 --n "$N" --grids "$RES" \
     --json "$RES/compare.json" $TMP/*_ema.safetensors
 tail -c 300 "$RES"/*.log
 tar -cf "$OUT/results.tar" -C "$OUT" results && rm -r "$RES"

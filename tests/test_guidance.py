@@ -67,6 +67,12 @@ def test_preset_denoiser_uses_the_preset_weight_unless_told():
     with pytest.raises(SaliencyNoiseError, match="guidance"):
         Sampler("ddim", 10, guidance=-1)
     assert Sampler("ddim", 10, guidance=2).label == "DDIM-10, w=2" and Sampler("ddim", 10).label == "DDIM-10"
+    assert Sampler.parse("ddpm:250", guidance=4) == Sampler("ddpm", 250, guidance=4)
+    for bad in ("ddim50", "ddim:", "ddim:x"):
+        with pytest.raises(SaliencyNoiseError, match="method:steps"):
+            Sampler.parse(bad)
+    with pytest.raises(SaliencyNoiseError, match="method"):
+        Sampler.parse("euler:10")
 
 
 def test_label_dropout_replaces_labels_and_keeps_the_step_draws():
