@@ -47,7 +47,7 @@ def sdedit(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[in
     noise = torch.randn(x0.shape, generator=g, device=device)
     x_t = process.q_sample(x0, t, noise)
     y = target_labels(preset, target, x0.shape[0]).to(device)
-    return process.sample(preset.denoiser(sampler.guidance), x_t, y, method=sampler.method, eta=sampler.eta,
+    return process.sample(sampler.denoiser(preset), x_t, y, method=sampler.method, eta=sampler.eta,
                           start_index=start, generator=g)
 
 
@@ -63,7 +63,7 @@ def ilvr(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[int 
     x = torch.randn(ref.shape, generator=g, device=device) if x_T is None else x_T.to(device)
     check_image_batch("x_T", x, channels=3, size=preset.image_size)
     y = target_labels(preset, target, n).to(device)
-    model = preset.denoiser(sampler.guidance)
+    model = sampler.denoiser(preset)
     with torch.no_grad():
         for i in range(process.num_timesteps - 1, -1, -1):
             if sampler.method == "ddpm":

@@ -96,11 +96,11 @@ class SmallResNet(nn.Module):
     ``features(x)`` returns the activations of each stage (for attention-transfer saliency).
     """
 
-    def __init__(self, cfg: ClassifierConfig):
+    def __init__(self, cfg: ClassifierConfig, in_channels: int = 3):
         super().__init__()
         self.config = cfg
         w = cfg.width
-        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
         self.layer1 = nn.Sequential(BasicBlock(w, w, 1), BasicBlock(w, w, 1))
         self.layer2 = nn.Sequential(BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w, 1))
         self.layer3 = nn.Sequential(BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w, 1))
@@ -135,6 +135,60 @@ class PlainCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+
+@dataclass(frozen=True)
+class NoisyClassifierConfig:
+    num_classes: int = 8        # output logits
+    width: int = 16             # channels of the first ResNet stage (doubles per stage)
+    image_size: int = 32        # input H = W
+    num_timesteps: int = 1000   # T of the diffusion whose x_t it reads: the input's 4th channel is t / T
+
+
+class NoisyClassifier(nn.Module):
+    """Noise-aware classifier p(y | x_t, t) for classifier guidance (Dhariwal & Nichol 2021, Sec. 4).
+
+    ``forward(x_t, t)``: ``x_t`` ``[N, 3, H, W]`` a noised diffusion-space image (q(x_t | x_0), Eq. 2-3; no
+    classifier-space normalization: x_t is what the DDPM's reverse process holds), ``t`` ``[N]`` original
+    timesteps in [0, T) -> logits ``[N, num_classes]``. A :class:`SmallResNet` whose input carries a 4th,
+    constant channel t / T, so the network is told the noise level rather than left to infer it.
+    """
+
+    def __init__(self, cfg: NoisyClassifierConfig):
+        super().__init__()
+        self.config = cfg
+        self.net = SmallResNet(ClassifierConfig(arch="resnet", num_classes=cfg.num_classes, width=cfg.width,
+                                                image_size=cfg.image_size), in_channels=4)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.dim() != 4 or x_t.shape[1] != 3:
+            raise SaliencyNoiseError(f"x_t must be [N, 3, H, W], got {tuple(x_t.shape)}")
+        if t.shape != (x_t.shape[0],):
+            raise SaliencyNoiseError(f"t must be [N] = [{x_t.shape[0]}] timesteps, got {tuple(t.shape)}")
+        level = (t.to(x_t.dtype) / self.config.num_timesteps).view(-1, 1, 1, 1).expand(-1, 1, *x_t.shape[2:])
+        return self.net(torch.cat([x_t, level], dim=1))
+
+    def init_from_clean(self, clean: SmallResNet) -> None:
+        """Start from a classifier trained on clean images (same width): copy every weight; the stem's filter
+        for the noise-level channel starts at zero, so at t = 0 the network computes what ``clean`` does
+        (its normalization must be the identity on diffusion space: mean = std = 0.5)."""
+        if clean.config.mean != (0.5, 0.5, 0.5) or clean.config.std != (0.5, 0.5, 0.5):
+            raise SaliencyNoiseError("init_from_clean needs a classifier normalized with mean = std = 0.5 "
+                                     f"(the identity on [-1, 1] images), got {clean.config.mean} / {clean.config.std}")
+        if not isinstance(clean, SmallResNet) or clean.config.width != self.config.width:
+            raise SaliencyNoiseError(f"init_from_clean needs a SmallResNet of width {self.config.width}, got "
+                                     f"{type(clean).__name__} of width {getattr(clean.config, 'width', None)}")
+        state = {k: v.clone() for k, v in clean.state_dict().items()}
+        w = state["stem.0.weight"]
+        state["stem.0.weight"] = torch.cat([w, torch.zeros_like(w[:, :1])], dim=1)
+        self.net.load_state_dict(state)
+
+
+def load_noisy_classifier(path: str | Path) -> NoisyClassifier:
+    state, meta = load_tensors(path)
+    model = NoisyClassifier(config_from_metadata(meta, NoisyClassifierConfig))
+    load_module_weights(model, state, repr(str(path)))
+    return model.eval()
 
 
 @dataclass(frozen=True)

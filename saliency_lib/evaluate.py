@@ -149,6 +149,25 @@ def model_metrics(preset: Preset, n_test: int = 2048, log: Callable[[str], None]
     log(f"on {n_test} test images: judge classifier accuracy {out['judge_accuracy']:.4f} (confidence "
         f"{out['judge_confidence']:.4f}); segmenter mIoU {out['segmenter_miou']:.4f}; IG classifier accuracy "
         f"{out['ig_classifier_accuracy']:.4f}, confidence {out['ig_classifier_confidence']:.4f}")
+    if preset.noisy_classifier is not None:
+        out["noisy_classifier_accuracy_by_t"] = noisy_classifier_accuracy(preset, test)
+        log("noise-aware classifier accuracy on x_t: " + ", ".join(
+            f"t={t}: {a:.3f}" for t, a in out["noisy_classifier_accuracy_by_t"].items()))
+    return out
+
+
+def noisy_classifier_accuracy(preset: Preset, test: data.ShapeBatch, timesteps: Sequence[int] = (0, 250, 500, 750, 999),
+                              seed: int = 0) -> dict[str, float]:
+    """Accuracy of the classifier-guidance classifier p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of test images,
+    at each timestep (one seeded noise draw)."""
+    diffusion = preset.diffusion()
+    noise = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(seed))
+    out = {}
+    with torch.no_grad():
+        for t in timesteps:
+            tt = torch.full((test.images.shape[0],), t, dtype=torch.long)
+            logits = preset.noisy_classifier(diffusion.q_sample(test.images, tt, noise=noise), tt)
+            out[str(t)] = (logits.argmax(1) == test.labels).float().mean().item()
     return out
 
 
@@ -172,9 +191,12 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n_samples, 3, preset.image_size, preset.image_size), generator=gen)
     out["guidance_weight"] = preset.guidance_weight
+    out["classifier_scale"] = preset.classifier_scale
     samplers = [Sampler("ddim", 50), Sampler("ddpm", args.ddpm_steps)]
-    if preset.guidance_weight:  # the same DDPM without classifier-free guidance, for reference
-        samplers.insert(0, Sampler("ddim", 50, guidance=0.0))
+    if preset.classifier_scale:  # the same DDPM with classifier-free guidance only, for reference
+        samplers.insert(0, Sampler("ddim", 50, classifier_scale=0.0))
+    if preset.guidance_weight or preset.classifier_scale:  # the same DDPM without any guidance, for reference
+        samplers.insert(0, Sampler("ddim", 50, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None))
     for sampler in samplers:
         t0 = time.time()
         imgs = torch.cat([generate(preset, xb, yb, sampler, seed=args.seed + i)
@@ -461,12 +483,14 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         rows.append({"group": "diversity", "condition": f"{name}, {ddpm.label}", "n_guides": args.ddpm_guides,
                      "seeds": args.diversity_seeds, "rms_distance": list(bootstrap_ci(_per_guide(d, gi[sub])))})
         log(f"[diversity] {name}: RMS pixel distance between sampler seeds {rows[-1]['rms_distance'][0]:.3f}")
-    # --- classifier-free guidance off (w = 0) against the preset's weight (the rows above), all guides
-    if preset.guidance_weight:
-        unguided = dataclasses.replace(ddim, guidance=0.0)
+    # --- guidance off (w = 0, and s_cls = 0 where the preset uses classifier guidance) against the preset's
+    # guidance (the rows above), all guides
+    if preset.guidance_weight or preset.classifier_scale:
+        unguided = dataclasses.replace(ddim, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None)
+        off = "w=0" + (", s_cls=0" if preset.classifier_scale else "")
         for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
             imgs, sec = _generate_all(preset, x[gi], y, unguided, args.seed)
-            add("guidance", f"{name}, w=0", imgs, sec, ig_seconds if "IG" in name else 0.0, sampler=unguided.label)
+            add("guidance", f"{name}, {off}", imgs, sec, ig_seconds if "IG" in name else 0.0, sampler=unguided.label)
     # --- the classifier IG inverts (first classifier_guides guides)
     cands = ig_candidates(preset, REPO_ROOT / "checkpoints")
     cg = data.make_batch("guides", 0, args.classifier_guides, S)
@@ -481,7 +505,7 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
             idx=gi[csub], yy=y[csub], k=kc, strength=args.strength, classifier_accuracy=accuracy[cname]["accuracy"],
             classifier_confidence=accuracy[cname]["confidence"], temperature=temperature)
     return {"args": dataclasses.asdict(args), "preset": preset.name, "guidance_weight": preset.guidance_weight,
-            "ig_seconds": ig_seconds, "rows": rows}
+            "classifier_scale": preset.classifier_scale, "ig_seconds": ig_seconds, "rows": rows}
 
 
 def write_results(res: dict, out: Path) -> list[Path]:

@@ -1,5 +1,11 @@
-"""Classifier-free guidance (Ho & Salimans 2022): strengthen the class condition with the DDPM itself.
+"""Guidance: strengthen the class condition of a class-conditional DDPM at sampling time.
 
+Classifier-free guidance (Ho & Salimans 2022) uses the DDPM itself; classifier guidance (Dhariwal & Nichol 2021)
+a separate noise-aware classifier. Both are wrappers with the UNet's call signature ``model(x_t, t, y=labels)``
+that return a modified epsilon, so every sampler uses them as it uses the UNet; they compose
+(``ClassifierGuidedModel(CFGModel(unet, w), classifier, s, ...)``).
+
+**Classifier-free guidance.**
 A UNet trained with label dropout (``TrainConfig.label_dropout``: a fraction of training labels replaced by a
 null class, ``UNetConfig.null_class``) predicts both eps(x_t, t, y) and the unconditional eps(x_t, t, 0).
 Sampling with guidance weight w uses
@@ -14,7 +20,9 @@ and ILVR use it as they use the UNet. Cost: one UNet call on a doubled batch per
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import SaliencyNoiseError
@@ -41,3 +49,46 @@ class CFGModel(nn.Module):
         cond, uncond = out[:n], out[n:]
         eps = (1 + self.weight) * cond[:, :c] - self.weight * uncond[:, :c]
         return torch.cat([eps, cond[:, c:]], dim=1)
+
+
+class ClassifierGuidedModel(nn.Module):
+    """Classifier guidance on epsilon (Dhariwal & Nichol 2021, Algorithm 2 and Eq. 14):
+
+        eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} log p_phi(y | x_t, t)
+
+    i.e. the score of p(x_t | y) is the model's score plus ``s`` times the classifier's. ``classifier(x_t, t)``
+    is a noise-aware classifier (:class:`~saliency_lib.classifiers.NoisyClassifier`) that reads the
+    diffusion-space x_t ``[N, 3, H, W]`` and the *original* timesteps ``t`` ``[N]`` (what the samplers pass the
+    model; respaced samplers map their indices back). ``alphas_cumprod``: abar_t of the original, unrespaced
+    schedule (float64, length T). The same epsilon serves DDIM and ancestral DDPM steps (guided-diffusion
+    shifts the DDPM mean by s * Sigma * grad instead; both follow the same guided score). Variance channels, if
+    the model learns them, pass through. Cost: one classifier forward and backward per step.
+    """
+
+    def __init__(self, model: nn.Module, classifier: nn.Module, scale: float, alphas_cumprod: np.ndarray):
+        super().__init__()
+        if scale < 0:
+            raise SaliencyNoiseError(f"classifier guidance scale must be >= 0, got {scale}")
+        self.model, self.classifier, self.scale = model, classifier.eval(), float(scale)
+        self.register_buffer("sigma", torch.from_numpy(np.sqrt(1.0 - np.asarray(alphas_cumprod, dtype=np.float64))),
+                             persistent=False)
+
+    def class_log_prob_grad(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """grad_{x_t} log p_phi(y | x_t, t) ``[N, 3, H, W]`` (each sample's own gradient: the sum over the batch
+        separates)."""
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            log_p = F.log_softmax(self.classifier(x, t), dim=-1)
+            picked = log_p.gather(1, y.view(-1, 1)).sum()
+            return torch.autograd.grad(picked, x)[0]
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            raise SaliencyNoiseError("classifier guidance needs the target classes y")
+        out = self.model(x_t, t, y=y)
+        if self.scale == 0:
+            return out
+        c = x_t.shape[1]
+        sigma = self.sigma.to(x_t.device)[t.long()].to(x_t.dtype).view(-1, 1, 1, 1)
+        eps = out[:, :c] - self.scale * sigma * self.class_log_prob_grad(x_t, t, y)
+        return torch.cat([eps, out[:, c:]], dim=1)

@@ -28,6 +28,7 @@ class Sampler:
     steps: int = 50        # number of respaced steps
     eta: float = 0.0       # DDIM noise (0 = deterministic)
     guidance: float | None = None  # classifier-free guidance weight w (guidance.py); None = the preset's default
+    classifier_scale: float | None = None  # classifier guidance scale s (guidance.py); None = the preset's default
 
     def __post_init__(self) -> None:
         if self.method not in ("ddim", "ddpm"):
@@ -37,14 +38,21 @@ class Sampler:
         if self.guidance is not None and self.guidance < 0:
             raise SaliencyNoiseError(f"Sampler.guidance must be >= 0 (or None for the preset's weight), got "
                                      f"{self.guidance}")
+        if self.classifier_scale is not None and self.classifier_scale < 0:
+            raise SaliencyNoiseError(f"Sampler.classifier_scale must be >= 0 (or None for the preset's scale), got "
+                                     f"{self.classifier_scale}")
 
     @classmethod
-    def parse(cls, text: str, guidance: float | None = None) -> "Sampler":
+    def parse(cls, text: str, guidance: float | None = None, classifier_scale: float | None = None) -> "Sampler":
         """``"ddim:50"`` -> ``Sampler("ddim", 50)``, ``"ddpm:250"`` -> ``Sampler("ddpm", 250)`` (script options)."""
         method, _, steps = text.partition(":")
         if not steps.isdigit():
             raise SaliencyNoiseError(f"sampler {text!r}: expected method:steps, e.g. 'ddim:50' or 'ddpm:250'")
-        return cls(method, int(steps), guidance=guidance)
+        return cls(method, int(steps), guidance=guidance, classifier_scale=classifier_scale)
+
+    def denoiser(self, preset: Preset):
+        """The preset's model wrapped in this sampler's guidance (:meth:`Preset.denoiser`)."""
+        return preset.denoiser(self.guidance, self.classifier_scale)
 
     @property
     def respacing(self) -> str:
@@ -52,7 +60,8 @@ class Sampler:
 
     @property
     def label(self) -> str:
-        return f"{self.method.upper()}-{self.steps}" + ("" if self.guidance is None else f", w={self.guidance:g}")
+        return (f"{self.method.upper()}-{self.steps}" + ("" if self.guidance is None else f", w={self.guidance:g}")
+                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}"))
 
 
 def guide_batch(n: int, start: int = 0, size: int = 32):
@@ -172,7 +181,8 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     """Alg. 1 line 4: sample the DDPM from the given ``x_T`` ``[N, 3, S, S]`` with target classes.
 
     Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0);
-    ``sampler.guidance`` the classifier-free guidance weight (None: the preset's).
+    ``sampler.guidance`` the classifier-free guidance weight, ``sampler.classifier_scale`` the classifier
+    guidance scale (None: the preset's).
     """
     check_image_batch("x_T", x_T, channels=3, size=preset.image_size)
     device = next(preset.unet.parameters()).device
@@ -180,7 +190,7 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     diffusion = preset.diffusion(sampler.respacing)
     g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        return diffusion.sample(preset.denoiser(sampler.guidance), x_T.to(device), y, method=sampler.method,
+        return diffusion.sample(sampler.denoiser(preset), x_T.to(device), y, method=sampler.method,
                                 eta=sampler.eta, generator=g, progress=progress)
 
 

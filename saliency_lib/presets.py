@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names, load_classifier,
+from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names, load_classifier, load_noisy_classifier,
                           load_segmenter)
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
@@ -137,23 +137,33 @@ class Preset:
                                                            # snapshots are set per call by craft_noise)
     guidance_weight: float = 0.0         # default classifier-free guidance weight w of sampling (0 = unguided;
                                          # > 0 needs a UNet trained with a null class, see guidance.py)
+    noisy_classifier: nn.Module | None = None  # noise-aware classifier p(y | x_t, t) for classifier guidance
+    classifier_scale: float = 0.0        # default classifier guidance scale s (0 = none; > 0 needs noisy_classifier)
 
     def diffusion(self, respacing: str | None = None) -> GaussianDiffusion:
         """The diffusion process, optionally respaced (e.g. "ddim25", "250")."""
         return GaussianDiffusion.from_config(self.diffusion_config, respacing)
 
-    def denoiser(self, guidance: float | None = None) -> nn.Module:
+    def denoiser(self, guidance: float | None = None, classifier_scale: float | None = None) -> nn.Module:
         """The model the sampling loops call, ``model(x_t, t, y=labels)``: the UNet, wrapped in classifier-free
-        guidance with weight ``guidance`` (None: the preset's ``guidance_weight``) when that is > 0."""
-        weight = self.guidance_weight if guidance is None else float(guidance)
-        if weight == 0:
-            return self.unet
-        if not getattr(self.unet.config, "null_class", False):
-            raise SaliencyNoiseError(f"preset {self.name!r}: its DDPM has no null class, so classifier-free "
-                                     f"guidance is not available; use guidance 0 (got {weight})")
-        from .guidance import CFGModel
+        guidance with weight ``guidance`` (None: the preset's ``guidance_weight``) when that is > 0, and that in
+        classifier guidance with scale ``classifier_scale`` (None: the preset's) when that is > 0."""
+        from .guidance import CFGModel, ClassifierGuidedModel
 
-        return CFGModel(self.unet, weight)
+        weight = self.guidance_weight if guidance is None else float(guidance)
+        scale = self.classifier_scale if classifier_scale is None else float(classifier_scale)
+        model = self.unet
+        if weight != 0:
+            if not getattr(self.unet.config, "null_class", False):
+                raise SaliencyNoiseError(f"preset {self.name!r}: its DDPM has no null class, so classifier-free "
+                                         f"guidance is not available; use guidance 0 (got {weight})")
+            model = CFGModel(self.unet, weight)
+        if scale != 0:
+            if self.noisy_classifier is None:
+                raise SaliencyNoiseError(f"preset {self.name!r} has no noise-aware classifier, so classifier "
+                                         f"guidance is not available; use classifier_scale 0 (got {scale})")
+            model = ClassifierGuidedModel(model, self.noisy_classifier, scale, self.diffusion().alphas_cumprod)
+        return model
 
     def class_id(self, name_or_id: str | int) -> int:
         if isinstance(name_or_id, int):
@@ -165,7 +175,7 @@ class Preset:
         return self.class_names.index(name_or_id)
 
     def to(self, device: str | torch.device) -> "Preset":
-        for m in (self.unet, self.classifier, self.judge_classifier, self.judge_segmenter):
+        for m in (self.unet, self.classifier, self.judge_classifier, self.judge_segmenter, self.noisy_classifier):
             if m is not None:
                 m.to(device)
         return self
@@ -209,7 +219,10 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   judge_classifier=load_classifier(d / manifest["judge_classifier"]),
                   judge_segmenter=load_segmenter(d / manifest["judge_segmenter"]),
                   info=manifest, ig_config=IGConfig(**manifest.get("ig", {})),
-                  guidance_weight=float(manifest.get("guidance_weight", 0.0))).to(device)
+                  guidance_weight=float(manifest.get("guidance_weight", 0.0)),
+                  noisy_classifier=(load_noisy_classifier(d / manifest["noisy_classifier"])
+                                    if "noisy_classifier" in manifest else None),
+                  classifier_scale=float(manifest.get("classifier_scale", 0.0))).to(device)
 
 
 def load_imagenet128(device: str = "cuda", progress: bool = True) -> Preset:

@@ -3,6 +3,7 @@
     python -m saliency_lib.train ddpm --out checkpoints/ddpm --minutes 110
     python -m saliency_lib.train classifier --arch resnet --out checkpoints/ig_classifier ...
     python -m saliency_lib.train segmenter --out checkpoints/segmenter ...
+    python -m saliency_lib.train noisy-classifier --out checkpoints/noisy_classifier --init <clean resnet> ...
 
 Reproducible from a seed: the batch of step s holds dataset samples ``s*B .. s*B+B-1`` of the train
 split and every random draw of step s comes from a generator seeded with ``(seed, s)``, so a run
@@ -313,11 +314,58 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
                         device=device, workers=workers, fit_minutes=fit_minutes)
 
 
+# ----------------------------------------------------------------------------- noise-aware classifier
+def noisy_classifier_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int) -> dict[str, torch.Tensor]:
+    """Every random input of a noise-aware classifier step (CPU, from ``(cfg.seed, step)``): x_0 ``[B,3,H,W]``
+    in [-1, 1], labels ``[B]``, timesteps ``[B]`` uniform in [0, T) and the noise eps of q(x_t | x_0)."""
+    batch = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
+    g = step_generator(cfg.seed, step)
+    t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=g)
+    noise = torch.randn(batch.images.shape, generator=g)
+    return {"x0": batch.images, "y": batch.labels, "t": t, "noise": noise}
+
+
+def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfig = TINY_DIFFUSION,
+                           init: Path | None = None, resume: bool = False, max_minutes: float | None = None,
+                           progress: bool = True, workers: int = 0) -> dict:
+    """Train p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of the train split, for classifier guidance.
+
+    ``init``: a clean small ResNet (``train classifier --arch resnet``) to start from (its stem gains a
+    zero-initialised noise-level channel); without it the network starts from ``cfg.seed``. Writes
+    ``<out>/model.safetensors`` (the plain weights; no EMA) next to the checkpoint.
+    """
+    from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier, save_model
+
+    diffusion = GaussianDiffusion.from_config(diff_cfg)
+    torch.manual_seed(cfg.seed)
+    clean = load_classifier(init) if init is not None else None
+    model = NoisyClassifier(NoisyClassifierConfig(image_size=cfg.image_size, num_timesteps=diffusion.num_timesteps,
+                                                  **({} if clean is None else {"width": clean.config.width})))
+    meta = config_to_metadata(model.config)
+    meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))
+    if clean is not None:
+        model.init_from_clean(clean)
+        meta["init_from"] = str(init)
+
+    def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        x_t = diffusion.q_sample(b["x0"], b["t"], noise=b["noise"])
+        return nn.functional.cross_entropy(m(x_t, b["t"]), b["y"], label_smoothing=cfg.label_smoothing)
+
+    batch_fn = functools.partial(noisy_classifier_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
+    result = run_training(out, model, cfg, batch_fn, loss_fn, meta, use_ema=False, resume=resume,
+                          max_minutes=max_minutes, progress=progress, workers=workers)
+    save_model(model.eval(), out / "model.safetensors",
+               {"train_config": json.dumps(dataclasses.asdict(result["config"])), "step": str(result["step"]),
+                "wall_seconds": f"{result['wall_seconds']:.1f}", **{k: meta[k] for k in ("diffusion_config", "init_from")
+                                                                    if k in meta}})
+    return result
+
+
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m saliency_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["ddpm", "classifier", "segmenter", "export"])
+    p.add_argument("what", choices=["ddpm", "classifier", "segmenter", "noisy-classifier", "export"])
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (or file, for export)")
     p.add_argument("--arch", default="resnet", help="classifier architecture (classifier only)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.safetensors")
@@ -329,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fit-minutes", type=float, default=None,
                    help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
     p.add_argument("--init", type=Path, default=None,
-                   help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning)")
+                   help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning); noisy-classifier: "
+                        "from this clean small ResNet")
     p.add_argument("--unet", type=json.loads, default=None,
                    help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
     p.add_argument("--diffusion", type=json.loads, default=None,
@@ -350,6 +399,11 @@ def main(argv: list[str] | None = None) -> None:
         result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, diff_cfg=diff_cfg, resume=a.resume,
                             max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes,
                             init=a.init)
+    elif a.what == "noisy-classifier":
+        result = train_noisy_classifier(a.out, TrainConfig(**{"steps": 4000, "batch_size": 128, "lr": 1e-3,
+                                                              "warmup": 100, "weight_decay": 5e-4, "ema_decay": 0.0,
+                                                              **overrides}),
+                                        init=a.init, resume=a.resume, max_minutes=a.minutes, workers=a.workers)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)

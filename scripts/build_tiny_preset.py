@@ -3,7 +3,8 @@
     python scripts/build_tiny_preset.py --ddpm checkpoints/ddpm/last.safetensors \
         --ig-classifier checkpoints/resnet_plain/model.safetensors \
         --judge-classifier checkpoints/judge_classifier/model.safetensors \
-        --judge-segmenter checkpoints/segmenter/model.safetensors
+        --judge-segmenter checkpoints/segmenter/model.safetensors \
+        --noisy-classifier checkpoints/noisy_classifier/model.safetensors --classifier-scale 2
 
 ``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from saliency_lib.classifiers import ClassifierConfig, SmallResNet, load_classifier, load_segmenter, save_model
+from saliency_lib.classifiers import (ClassifierConfig, SmallResNet, load_classifier, load_noisy_classifier,
+                                      load_segmenter, save_model)
 from saliency_lib.presets import TINY_DIR
 from saliency_lib.train import export_weights
 from saliency_lib.unet import load_unet
@@ -37,7 +39,13 @@ def main() -> None:
     p.add_argument("--guidance-weight", type=float, default=0.0,
                    help="the preset's default classifier-free guidance weight w (needs a DDPM with a null class; "
                         "see scripts/sweep_guidance.py)")
+    p.add_argument("--noisy-classifier", type=Path, default=None,
+                   help="noise-aware classifier for classifier guidance (train noisy-classifier; optional)")
+    p.add_argument("--classifier-scale", type=float, default=0.0,
+                   help="the preset's default classifier guidance scale s (needs --noisy-classifier)")
     a = p.parse_args()
+    if a.classifier_scale and a.noisy_classifier is None:
+        raise SystemExit("--classifier-scale > 0 needs --noisy-classifier")
     a.out.mkdir(parents=True, exist_ok=True)
     export_weights(a.ddpm, a.out / "ddpm.safetensors")
     unet = load_unet(str(a.out / "ddpm.safetensors"))  # check it loads
@@ -55,10 +63,16 @@ def main() -> None:
     load_segmenter(a.judge_segmenter)
     shutil.copyfile(a.judge_classifier, a.out / "judge_classifier.safetensors")
     shutil.copyfile(a.judge_segmenter, a.out / "judge_segmenter.safetensors")
+    extra = {}
+    if a.noisy_classifier is not None:
+        load_noisy_classifier(a.noisy_classifier)
+        shutil.copyfile(a.noisy_classifier, a.out / "noisy_classifier.safetensors")
+        extra = {"noisy_classifier": "noisy_classifier.safetensors", "classifier_scale": a.classifier_scale}
     manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
                 "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",
                 "judge_segmenter": "judge_segmenter.safetensors", "note": a.note,
-                "ig": {"tv_weight": a.ig_tv_weight}, "guidance_weight": a.guidance_weight}
+                "ig": {"tv_weight": a.ig_tv_weight}, "guidance_weight": a.guidance_weight,
+                **extra}
     atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
     total = sum(f.stat().st_size for f in a.out.glob("*.safetensors"))
     print(f"wrote {a.out} ({total / 1e6:.1f} MB of weights)")

@@ -19,7 +19,9 @@ def main(path: str) -> None:
     res = json.loads(open(path).read())
     a = res["args"]
     w = res.get("guidance_weight", 0.0)
-    guided = f" with classifier-free guidance w={w:g}" if w else ""
+    sc = res.get("classifier_scale", 0.0)
+    guided = (f" with classifier-free guidance w={w:g}" if w else "") + (
+        f"{' and' if w else ' with'} classifier guidance s_cls={sc:g}" if sc else "")
     print(f"{a['n_guides']} held-out guides x {a['classes_per_guide']} target classes each (balanced over the 8 "
           f"classes), DDIM-{a['ddim_steps']}{guided}, crafted-noise strength {a['strength']} unless stated; mean [95% "
           f"bootstrap CI over guides]; judge models only. Seconds per image: 2 CPU cores, noise crafting shared "

@@ -1,10 +1,13 @@
-"""Classifier-free guidance weight sweep: judge per-class accuracy of samples from Gaussian noise.
+"""Guidance sweep: judge per-class accuracy of samples from Gaussian noise, for each classifier-free guidance
+weight w and classifier guidance scale s.
 
     python scripts/sweep_guidance.py --ddpm checkpoints/ddpm_cfg/last.safetensors --weights 0,1,2,3,5 \
         --n 128 --sampler ddim:50 --json data/models/tiny/guidance_sweep.json
+    python scripts/sweep_guidance.py --weights 4 --classifier-scales 0,1,2,4 \
+        --noisy-classifier checkpoints/noisy_classifier/last.safetensors
 
-One seeded x_T batch with class-balanced targets, the same for every weight w (eps = (1 + w) eps(y) -
-w eps(null), guidance.py). Prints the judge's per-class accuracy on the conditioning class, the judge
+One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps = (1 + w) eps(y) -
+w eps(null), then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the conditioning class, the judge
 segmenter's mean object area (a check that guidance does not simply erase or inflate objects), and the CPU
 time per image; saves a grid of the first 64 samples per weight under --grids.
 """
@@ -12,6 +15,7 @@ time per image; saves a grid of the first 64 samples per weight under --grids.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,6 +23,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from saliency_lib.classifiers import load_noisy_classifier
 from saliency_lib.evaluate import judge_masks, judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler, generate
 from saliency_lib.presets import load_tiny, with_ddpm_file
@@ -30,38 +35,49 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ddpm", type=Path, default=None, help="DDPM weights or training checkpoint (default: the preset's)")
     p.add_argument("--weights", default="0,1,2,3,5")
+    p.add_argument("--classifier-scales", default="0",
+                   help="classifier guidance scales s (needs a noise-aware classifier: the preset's or --noisy-classifier)")
+    p.add_argument("--noisy-classifier", type=Path, default=None,
+                   help="noise-aware classifier weights or training checkpoint (default: the preset's)")
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--sampler", default="ddim:50", help="method:steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grids", type=Path, default=Path("/tmp"))
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     preset = load_tiny()
     if a.ddpm is not None:
         exported = a.grids / "sweep_ddpm.safetensors"
         export_weights(a.ddpm, exported)   # EMA weights of a training checkpoint (a weights file is copied)
         preset = with_ddpm_file(preset, exported)
+    if a.noisy_classifier is not None:
+        exported = a.grids / "sweep_noisy_classifier.safetensors"
+        export_weights(a.noisy_classifier, exported)
+        preset = dataclasses.replace(preset, noisy_classifier=load_noisy_classifier(exported))
     k = len(preset.class_names)
     y = torch.arange(a.n) % k
     x_T = torch.randn(a.n, 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(a.seed))
     Sampler.parse(a.sampler)   # a bad --sampler fails before any sampling
     rows = []
-    for w in (float(s) for s in a.weights.split(",")):
-        sampler = Sampler.parse(a.sampler, guidance=w)
+    grid = [(float(w), float(s)) for w in a.weights.split(",") for s in a.classifier_scales.split(",")]
+    for w, s in grid:
+        sampler = Sampler.parse(a.sampler, guidance=w, classifier_scale=s)
         t = time.time()
         imgs = torch.cat([generate(preset, xb, yb, sampler, seed=a.seed + i)
                           for i, (xb, yb) in enumerate(zip(x_T.split(64), y.split(64)))])
         dt = (time.time() - t) / a.n
         acc = per_class_accuracy(judge_probs(preset, imgs), y, k)
         area = judge_masks(preset, imgs).float().mean().item()
-        rows.append({"weight": w, "judge_per_class_accuracy": acc, "object_area_fraction": area,
+        rows.append({"weight": w, "classifier_scale": s, "judge_per_class_accuracy": acc, "object_area_fraction": area,
                      "seconds_per_image": dt})
         print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {area:.3f} ({a.n} samples), "
               f"{dt * 1000:.0f} ms/image", flush=True)
-        torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}.png", nrow=8)
+        torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png", nrow=8)
     if a.json:
-        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "sampler": a.sampler, "n": a.n, "seed": a.seed,
+        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "noisy_classifier": str(a.noisy_classifier),
+                                               "sampler": a.sampler, "n": a.n, "seed": a.seed,
                                                "rows": rows}, indent=1).encode())
 
 

@@ -30,6 +30,22 @@ def test_loads_offline(monkeypatch):
     manifest = json.loads((TINY_DIR / "preset.json").read_text())
     assert manifest["ddpm"] == "ddpm.safetensors"
     assert p.guidance_weight == manifest.get("guidance_weight", 0.0)
+    assert p.classifier_scale == manifest.get("classifier_scale", 0.0)
+    assert (p.noisy_classifier is not None) == ("noisy_classifier" in manifest)
+
+
+def test_shipped_noisy_classifier_reads_the_noise_level_and_guides(preset):
+    """The classifier-guidance classifier (optional part of the preset): accurate on clean images, at chance on
+    pure noise, and guiding with it changes the samples."""
+    from saliency_lib.evaluate import noisy_classifier_accuracy
+
+    assert preset.noisy_classifier is not None, "the tiny preset ships noisy_classifier.safetensors (preset.json)"
+    acc = noisy_classifier_accuracy(preset, data.make_batch("test", 0, 256), timesteps=(0, 999))
+    assert acc["0"] >= 0.9 and acc["999"] <= 0.3
+    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = generate(preset, x_T, "fish", Sampler("ddim", 4, classifier_scale=0.0))
+    guided = generate(preset, x_T, "fish", Sampler("ddim", 4, classifier_scale=5.0))
+    assert not torch.equal(plain, guided) and guided.min() >= -1 and guided.max() <= 1
 
 
 def test_default_sampling_uses_the_presets_guidance(preset):
@@ -70,6 +86,8 @@ def test_quality_script_runs_on_a_small_subset(preset, tmp_path):
     for key in ("judge_accuracy", "segmenter_miou", "ig_classifier_accuracy", "ig_classifier_confidence"):
         assert 0 <= res[key] <= 1
     assert res["guidance_weight"] == preset.guidance_weight
+    if preset.noisy_classifier is not None:
+        assert set(res["noisy_classifier_accuracy_by_t"]) == {"0", "250", "500", "750", "999"}
     if preset.guidance_weight:   # the unguided reference row is reported next to the guided ones
         assert 0 <= res["gaussian_class_accuracy_DDIM-50, w=0"] <= 1
     assert 0 <= res["layout_iou_gaussian"]["mean"] <= 1
