@@ -161,13 +161,15 @@ def noisy_classifier_accuracy(preset: Preset, test: data.ShapeBatch, timesteps: 
     """Accuracy of the classifier-guidance classifier p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of test images,
     at each timestep (one seeded noise draw)."""
     diffusion = preset.diffusion()
-    noise = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(seed))
+    device = next(preset.noisy_classifier.parameters()).device
+    noise = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    images, labels = test.images.to(device), test.labels.to(device)
     out = {}
     with torch.no_grad():
         for t in timesteps:
-            tt = torch.full((test.images.shape[0],), t, dtype=torch.long)
-            logits = preset.noisy_classifier(diffusion.q_sample(test.images, tt, noise=noise), tt)
-            out[str(t)] = (logits.argmax(1) == test.labels).float().mean().item()
+            tt = torch.full((images.shape[0],), t, dtype=torch.long, device=device)
+            logits = preset.noisy_classifier(diffusion.q_sample(images, tt, noise=noise), tt)
+            out[str(t)] = (logits.argmax(1) == labels).float().mean().item()
     return out
 
 
