@@ -156,7 +156,8 @@ def model_metrics(preset: Preset, n_test: int = 2048, log: Callable[[str], None]
     return out
 
 
-def noisy_classifier_accuracy(preset: Preset, test: data.ShapeBatch, timesteps: Sequence[int] = (0, 250, 500, 750, 999),
+def noisy_classifier_accuracy(preset: Preset, test: data.ShapeBatch,
+                              timesteps: Sequence[int] = (0, 100, 200, 300, 400, 500, 600, 700, 800, 999),
                               seed: int = 0) -> dict[str, float]:
     """Accuracy of the classifier-guidance classifier p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of test images,
     at each timestep (one seeded noise draw)."""
@@ -208,22 +209,31 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
         out[f"seconds_per_image_{sampler.label}"] = (time.time() - t0) / args.n_samples
         log(f"{sampler.label} from Gaussian noise: judge per-class accuracy {acc:.4f} over {args.n_samples} samples")
 
+    out.update({f"layout_iou_{name}": row for name, row in
+                quality_layout_rows(preset, args, Sampler("ddim", 50), cache_dir, log).items()})
+    return out
+
+
+def quality_layout_rows(preset: Preset, args: QualityArgs, sampler: Sampler, cache_dir: Path | None = None,
+                        log: Callable[[str], None] = print) -> dict[str, dict]:
+    """The phenomenon rows of :func:`quality`: ``args.n_guides`` held-out guides x every target class from
+    Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe) and its mix at ``args.strength``;
+    per row the layout IoU's mean and 95% bootstrap interval over guides and the target-class accuracy."""
+    k = len(preset.class_names)
     guides = data.make_batch("guides", 0, args.n_guides)
     crafted = craft_noise(preset, guides.images, guides.labels, steps=(args.ig_steps,), seed=args.seed,
                           cache_dir=cache_dir)[args.ig_steps]
     fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(args.seed + 1))
-    sampler = Sampler("ddim", 50)
-    rows = {"gaussian": fresh, f"ig{args.ig_steps}_strength1": crafted,
-            f"ig{args.ig_steps}_strength{args.strength}": mix_with_gaussian(crafted, args.strength, fresh=fresh)}
-    for name, x in rows.items():
+    noises = {"gaussian": fresh, f"ig{args.ig_steps}_strength1": crafted,
+              f"ig{args.ig_steps}_strength{args.strength}": mix_with_gaussian(crafted, args.strength, fresh=fresh)}
+    rows = {}
+    for name, x in noises.items():
         s = layout_scores(preset, guides.masks, x, sampler, seed=args.seed)
-        per_guide = s["iou"].mean(1).numpy()
-        mean, lo, hi = bootstrap_ci(per_guide)
-        out[f"layout_iou_{name}"] = {"mean": mean, "ci95": [lo, hi],
-                                     "class_accuracy": s["correct"].mean().item()}
+        mean, lo, hi = bootstrap_ci(s["iou"].mean(1).numpy())
+        rows[name] = {"mean": mean, "ci95": [lo, hi], "class_accuracy": s["correct"].mean().item()}
         log(f"layout IoU {name}: {mean:.3f} [{lo:.3f}, {hi:.3f}] over {args.n_guides} guides x {k} classes "
-            f"(DDIM-50); target-class accuracy {s['correct'].mean().item():.3f}")
-    return out
+            f"({sampler.label}); target-class accuracy {rows[name]['class_accuracy']:.3f}")
+    return rows
 
 
 # ------------------------------------------------------------------------------------ IG classifier choice
@@ -591,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
     mm.add_argument("--n-test", type=int, default=2048)
     mm.add_argument("--json", type=Path)
     mm.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="also report the IG candidates")
+    mm.add_argument("--noisy-classifier", type=Path, default=None,
+                    help="score this noise-aware classifier's weights (<out>/model.safetensors) instead of the preset's")
     c = sub.add_parser("ig-classifiers", help="compare IG classifiers (trained, label-smoothed, T=4, untrained)")
     c.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="training outputs folder")
     c.add_argument("--n-guides", type=int, default=16)
@@ -623,6 +635,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in write_results(res, a.out):
             print(f"wrote {path}")
     elif a.cmd == "models":
+        if a.noisy_classifier is not None:
+            from .classifiers import load_noisy_classifier
+            preset = dataclasses.replace(preset, noisy_classifier=load_noisy_classifier(a.noisy_classifier))
         res = model_metrics(preset, a.n_test)
         res["ig_candidates"] = candidate_metrics(ig_candidates(preset, a.checkpoints), a.n_test)
     else:

@@ -2,10 +2,10 @@
 
     python scripts/layout_under_guidance.py --classifier-scales 0,5 --n-guides 32 --cache checkpoints/ig_cache
 
-Repeats the three layout rows of ``python -m saliency_lib.evaluate quality`` (Gaussian noise, the paper's recipe
-and strength 0.3; the same guides, IG snapshot, fresh noise and sampler seeds, so scale 0 reproduces
-``quality.json``) for each classifier guidance scale s, with the preset's classifier-free guidance weight.
-Prints layout IoU (mean and 95% bootstrap interval over guides) and the judge's target-class accuracy.
+Repeats the three layout rows of ``python -m saliency_lib.evaluate quality`` (``evaluate.quality_layout_rows``:
+Gaussian noise, the paper's recipe and strength 0.3, on the same guides, IG snapshot, fresh noise and sampler
+seeds, so scale 0 reproduces ``quality.json``) for each classifier guidance scale s, with the preset's
+classifier-free guidance weight.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from pathlib import Path
 
 import torch
 
-from saliency_lib import data
-from saliency_lib.evaluate import bootstrap_ci, layout_scores
-from saliency_lib.noise import mix_with_gaussian
-from saliency_lib.pipeline import Sampler, craft_noise
+from saliency_lib.evaluate import QualityArgs, quality_layout_rows
+from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
 
@@ -37,22 +35,12 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     preset = load_tiny()
-    guides = data.make_batch("guides", 0, a.n_guides)
-    crafted = craft_noise(preset, guides.images, guides.labels, steps=(a.ig_steps,), seed=a.seed,
-                          cache_dir=a.cache)[a.ig_steps]
-    fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(a.seed + 1))
-    noises = {"gaussian": fresh, f"ig{a.ig_steps}_strength1": crafted,
-              f"ig{a.ig_steps}_strength{a.strength}": mix_with_gaussian(crafted, a.strength, fresh=fresh)}
+    args = QualityArgs(n_guides=a.n_guides, ig_steps=a.ig_steps, strength=a.strength, seed=a.seed)
     out = []
     for scale in (float(v) for v in a.classifier_scales.split(",")):
-        sampler = Sampler("ddim", 50, classifier_scale=scale)
-        for name, x in noises.items():
-            s = layout_scores(preset, guides.masks, x, sampler, seed=a.seed)
-            mean, lo, hi = bootstrap_ci(s["iou"].mean(1).numpy())
-            acc = s["correct"].mean().item()
-            out.append({"classifier_scale": scale, "noise": name, "layout_iou": [mean, lo, hi], "class_accuracy": acc})
-            print(f"{sampler.label} {name}: layout IoU {mean:.3f} [{lo:.3f}, {hi:.3f}], target-class accuracy "
-                  f"{acc:.3f} ({a.n_guides} guides x {len(preset.class_names)} classes)", flush=True)
+        rows = quality_layout_rows(preset, args, Sampler("ddim", 50, classifier_scale=scale), a.cache)
+        out += [{"classifier_scale": scale, "noise": name, "layout_iou": [r["mean"], *r["ci95"]],
+                 "class_accuracy": r["class_accuracy"]} for name, r in rows.items()]
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": out},
                                               indent=1).encode())
