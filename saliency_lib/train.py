@@ -315,16 +315,6 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
 
 
 # ----------------------------------------------------------------------------- noise-aware classifier
-def noisy_classifier_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int) -> dict[str, torch.Tensor]:
-    """Every random input of a noise-aware classifier step (CPU, from ``(cfg.seed, step)``): x_0 ``[B,3,H,W]``
-    in [-1, 1], labels ``[B]``, timesteps ``[B]`` uniform in [0, T) and the noise eps of q(x_t | x_0)."""
-    batch = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
-    g = step_generator(cfg.seed, step)
-    t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=g)
-    noise = torch.randn(batch.images.shape, generator=g)
-    return {"x0": batch.images, "y": batch.labels, "t": t, "noise": noise}
-
-
 def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfig = TINY_DIFFUSION,
                            init: Path | None = None, resume: bool = False, max_minutes: float | None = None,
                            progress: bool = True, workers: int = 0) -> dict:
@@ -336,6 +326,8 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
     """
     from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier, save_model
 
+    if cfg.label_dropout > 0:
+        raise ValueError("label_dropout is for the DDPM; a classifier must see every label")
     diffusion = GaussianDiffusion.from_config(diff_cfg)
     torch.manual_seed(cfg.seed)
     clean = load_classifier(init) if init is not None else None
@@ -351,7 +343,8 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
         x_t = diffusion.q_sample(b["x0"], b["t"], noise=b["noise"])
         return nn.functional.cross_entropy(m(x_t, b["t"]), b["y"], label_smoothing=cfg.label_smoothing)
 
-    batch_fn = functools.partial(noisy_classifier_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
+    # the DDPM's step inputs (x_0, labels, t, eps from (seed, step)); label dropout has no meaning here
+    batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
     result = run_training(out, model, cfg, batch_fn, loss_fn, meta, use_ema=False, resume=resume,
                           max_minutes=max_minutes, progress=progress, workers=workers)
     save_model(model.eval(), out / "model.safetensors",
