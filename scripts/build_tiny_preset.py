@@ -4,7 +4,7 @@
         --ig-classifier checkpoints/resnet_plain/model.safetensors \
         --judge-classifier checkpoints/judge_classifier/model.safetensors \
         --judge-segmenter checkpoints/segmenter/model.safetensors \
-        --noisy-classifier checkpoints/noisy_classifier/model.safetensors --classifier-scale 2
+        --guidance-weight 4 --noisy-classifier checkpoints/noisy_classifier/model.safetensors   # classifier scale 0: off
 
 ``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).
 """
