@@ -97,6 +97,15 @@ def per_class_accuracy(probs: torch.Tensor, target: torch.Tensor, num_classes: i
     return float(np.mean(accs))
 
 
+def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[K, K]`` counts: row = target (conditioning) class, column = the class ``probs`` ``[N, K]`` predicts."""
+    if probs.ndim != 2 or probs.shape[1] != num_classes or target.shape != probs.shape[:1]:
+        raise SaliencyNoiseError(f"confusion_matrix expects probs [N, {num_classes}] and target [N], got "
+                                 f"{tuple(probs.shape)} and {tuple(target.shape)}")
+    flat = target.long().cpu() * num_classes + probs.argmax(1).cpu()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
 # ------------------------------------------------------------------------------------ layout protocol
 def _batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
              ) -> tuple[torch.Tensor, float]:

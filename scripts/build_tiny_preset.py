@@ -1,11 +1,11 @@
 """Assemble data/models/tiny from training checkpoints (see MODEL_CARD.md for the commands before it).
 
-    python scripts/build_tiny_preset.py --ddpm checkpoints/ddpm/last.safetensors \
-        --ig-classifier checkpoints/resnet_plain/model.safetensors \
+    python scripts/build_tiny_preset.py --ddpm checkpoints/gpu_ft/ft2_ema.safetensors --ig-classifier untrained:123 \
         --judge-classifier checkpoints/judge_classifier/model.safetensors \
         --judge-segmenter checkpoints/segmenter/model.safetensors \
-        --guidance-weight 4 --noisy-classifier checkpoints/noisy_classifier/model.safetensors   # classifier scale 0: off
+        --guidance-weight 4 --noisy-classifier checkpoints/noisy_classifier/model.safetensors --classifier-scale 5
 
+builds the shipped preset (``--note`` records why this IG classifier: preset.json's ``note``).
 ``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).
 """
 

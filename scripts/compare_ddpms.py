@@ -6,8 +6,9 @@
 
 ``--n`` class-balanced samples from one seeded x_T batch per model, scored by the tiny preset's judge
 classifier, for each sampler in ``--samplers`` (``ddim:N``: deterministic DDIM with N steps; ``ddpm:N``: ancestral
-sampling with N respaced steps, its noise seeded with 0) and each classifier-free guidance weight in ``--weights`` (weights above 0 are skipped for files
-without a null class). Prints the time per image on the chosen device and saves a grid of 64 samples per model
+sampling with N respaced steps, its noise seeded with 0) and each classifier-free guidance weight in ``--weights``
+(weights above 0 are skipped for files without a null class), without classifier guidance: it compares the DDPMs
+alone (``scripts/sweep_guidance.py`` adds classifier guidance). Prints the time per image on the chosen device and saves a grid of 64 samples per model
 and weight under ``--grids``.
 """
 
@@ -53,7 +54,7 @@ def main() -> None:
             if w > 0 and not m.unet.config.null_class:
                 print(f"{path}: no null class, guidance weight {w:g} skipped")
                 continue
-            sampler = dataclasses.replace(base, guidance=w)
+            sampler = dataclasses.replace(base, guidance=w, classifier_scale=0.0)   # the DDPMs alone
             t = time.time()
             imgs = generate(m, x_T, y, sampler, seed=0)   # on a.device, like the judge
             dt = (time.time() - t) / y.shape[0]

@@ -2,7 +2,9 @@
 
     python scripts/diagnose_ddpm.py --json data/models/tiny/ddpm_diagnostics.json
 
-1. **Sample statistics** of DDIM-50 samples from Gaussian noise (unguided and with the preset's guidance) next
+Classifier guidance stays off throughout: this diagnoses the DDPM (with its classifier-free guidance) alone.
+
+1. **Sample statistics** of DDIM-50 samples from Gaussian noise (unguided and with the preset's w) next
    to the data's: mean |x|, the fraction of saturated pixels (|x| > 0.95) and the mean magnitude of an image's
    average colour (all on [-1, 1] images). A model that matches the data matches these.
 2. **Predicted x_0 by noise level**: held-out test images are noised to x_t (Eq. 2 of Ho et al., the same
@@ -38,7 +40,7 @@ def image_stats(x: torch.Tensor) -> dict:
 
 def sample(preset, x_T: torch.Tensor, y: torch.Tensor, steps: int, guidance: float, start_index: int | None = None):
     diffusion = preset.diffusion(Sampler("ddim", steps).respacing)
-    model = preset.denoiser(guidance)
+    model = preset.denoiser(guidance, classifier_scale=0.0)   # the DDPM alone: classifier guidance off
     with torch.no_grad():
         return torch.cat([diffusion.sample(model, xb, yb, method="ddim", start_index=start_index)
                           for xb, yb in zip(x_T.split(64), y.split(64))])

@@ -6,10 +6,11 @@ weight w and classifier guidance scale s.
     python scripts/sweep_guidance.py --weights 4 --classifier-scales 0,1,2,4 \
         --noisy-classifier checkpoints/noisy_classifier/last.safetensors
 
-One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps = (1 + w) eps(y) -
-w eps(null), then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the conditioning class, the judge
-segmenter's mean object area (a check that guidance does not simply erase or inflate objects), and the CPU
-time per image; saves a grid of the first 64 samples per weight under --grids.
+One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps = (1 + w) eps(y) - w eps(null),
+then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the
+conditioning class, its confusion matrix, the judge segmenter's mean object area (a check that guidance does not
+simply erase or inflate objects; also over the misread samples, and how many of those hold almost no object), and
+the CPU time per image; saves a grid of the first 64 samples per weight under --grids.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torchvision
 
 from saliency_lib.classifiers import load_noisy_classifier
-from saliency_lib.evaluate import judge_masks, judge_probs, per_class_accuracy
+from saliency_lib.evaluate import confusion_matrix, judge_masks, judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler, generate
 from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.train import export_weights
@@ -68,12 +69,24 @@ def main() -> None:
         imgs = torch.cat([generate(preset, xb, yb, sampler, seed=a.seed + i)
                           for i, (xb, yb) in enumerate(zip(x_T.split(64), y.split(64)))])
         dt = (time.time() - t) / a.n
-        acc = per_class_accuracy(judge_probs(preset, imgs), y, k)
-        area = judge_masks(preset, imgs).float().mean().item()
-        rows.append({"weight": w, "classifier_scale": s, "judge_per_class_accuracy": acc, "object_area_fraction": area,
-                     "seconds_per_image": dt})
-        print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {area:.3f} ({a.n} samples), "
+        probs = judge_probs(preset, imgs)
+        acc = per_class_accuracy(probs, y, k)
+        confusion = confusion_matrix(probs, y, k)
+        areas = judge_masks(preset, imgs).float().flatten(1).mean(1)   # judge-segmented object area per sample
+        wrong = probs.argmax(1) != y
+        rows.append({"weight": w, "classifier_scale": s, "judge_per_class_accuracy": acc,
+                     "object_area_fraction": areas.mean().item(), "seconds_per_image": dt,
+                     "confusion": confusion.tolist(),   # row: conditioning class, column: the judge's class
+                     "object_area_fraction_wrong": areas[wrong].mean().item() if wrong.any() else None,
+                     "wrong_without_object": (areas[wrong] < 0.02).float().mean().item() if wrong.any() else None})
+        print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {areas.mean():.3f} ({a.n} samples), "
               f"{dt * 1000:.0f} ms/image", flush=True)
+        print("  confusion (rows: conditioning class, columns: judge):", *preset.class_names, sep=" ")
+        for name, row in zip(preset.class_names, confusion.tolist()):
+            print(f"  {name:>10s} " + " ".join(f"{v:3d}" for v in row) + f"   {row[preset.class_names.index(name)] / max(sum(row), 1):.2f}")
+        if wrong.any():
+            print(f"  misread samples: mean object area {areas[wrong].mean():.3f} (all: {areas.mean():.3f}); "
+                  f"{(areas[wrong] < 0.02).float().mean():.2f} of them have almost no object (area < 0.02)", flush=True)
         torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png", nrow=8)
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "noisy_classifier": str(a.noisy_classifier),

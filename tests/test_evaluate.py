@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import bootstrap_ci, centroid_distance, mask_iou, per_class_accuracy
+from saliency_lib.evaluate import bootstrap_ci, centroid_distance, confusion_matrix, mask_iou, per_class_accuracy
 from saliency_lib.presets import load_tiny
 
 
@@ -33,6 +33,16 @@ def test_bootstrap_ci_covers_mean_and_shrinks():
     assert bootstrap_ci(small, seed=1) == bootstrap_ci(small, seed=1)
 
 
+def test_confusion_matrix_counts_target_rows_and_predicted_columns():
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]])
+    target = torch.tensor([0, 1, 1, 2])
+    cm = confusion_matrix(probs, target, 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+    assert cm.sum() == 4 and torch.equal(cm.diagonal(), torch.tensor([1, 1, 0]))
+    with pytest.raises(SaliencyNoiseError, match="probs"):
+        confusion_matrix(probs, target, 4)
+
+
 def test_per_class_accuracy_averages_classes():
     probs = torch.eye(2)[[0, 0, 0, 1]]
     target = torch.tensor([0, 0, 0, 0])
@@ -60,7 +70,8 @@ def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     expected = {"source", "k", "strength", "orientation", "sampler", "diversity", "classifier"}
     assert groups == expected | ({"guidance"} if preset.guidance_weight else set())
     assert res["guidance_weight"] == preset.guidance_weight
-    assert all(r["sampler"].endswith("w=0") for r in res["rows"] if r["group"] == "guidance")
+    off = "w=0" + (", s_cls=0" if preset.classifier_scale else "")   # every guidance the preset uses, off
+    assert all(r["sampler"].endswith(off) for r in res["rows"] if r["group"] == "guidance")
     for r in res["rows"]:
         for key in ("iou", "class_accuracy", "iou_transformed", "iou_original", "follow_rate"):
             if key in r:

@@ -49,16 +49,25 @@ def test_shipped_noisy_classifier_reads_the_noise_level_and_guides(preset):
 
 
 def test_default_sampling_uses_the_presets_guidance(preset):
-    from saliency_lib.guidance import CFGModel
+    from saliency_lib.guidance import CFGModel, ClassifierGuidedModel
 
-    if preset.guidance_weight == 0:
-        assert preset.denoiser() is preset.unet
+    model = preset.denoiser()
+    if preset.classifier_scale:  # classifier guidance wraps classifier-free guidance (or the bare UNet)
+        assert isinstance(model, ClassifierGuidedModel) and model.scale == preset.classifier_scale
+        assert model.classifier is preset.noisy_classifier
+        model = model.model
+    if preset.guidance_weight:
+        assert preset.unet.config.null_class and isinstance(model, CFGModel)
+        assert model.weight == preset.guidance_weight and model.unet is preset.unet
+    else:
+        assert model is preset.unet
+    if not (preset.guidance_weight or preset.classifier_scale):
         return
-    assert preset.unet.config.null_class and isinstance(preset.denoiser(), CFGModel)
     x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     default = generate(preset, x_T, "fish", Sampler("ddim", 4))
-    explicit = generate(preset, x_T, "fish", Sampler("ddim", 4, guidance=preset.guidance_weight))
-    unguided = generate(preset, x_T, "fish", Sampler("ddim", 4, guidance=0.0))
+    explicit = generate(preset, x_T, "fish", Sampler("ddim", 4, guidance=preset.guidance_weight,
+                                                     classifier_scale=preset.classifier_scale))
+    unguided = generate(preset, x_T, "fish", Sampler("ddim", 4, guidance=0.0, classifier_scale=0.0))
     assert torch.equal(default, explicit) and not torch.equal(default, unguided)
 
 
@@ -90,8 +99,12 @@ def test_quality_script_runs_on_a_small_subset(preset, tmp_path):
         by_t = res["noisy_classifier_accuracy_by_t"]
         assert set(by_t) == {"0", "100", "200", "300", "400", "500", "600", "700", "800", "999"}
         assert all(0 <= v <= 1 for v in by_t.values())
+    off = ", s_cls=0" if preset.classifier_scale else ""
     if preset.guidance_weight:   # the unguided reference row is reported next to the guided ones
-        assert 0 <= res["gaussian_class_accuracy_DDIM-50, w=0"] <= 1
+        assert 0 <= res[f"gaussian_class_accuracy_DDIM-50, w=0{off}"] <= 1
+    if preset.classifier_scale:  # and the row with classifier-free guidance only
+        assert 0 <= res["gaussian_class_accuracy_DDIM-50, s_cls=0"] <= 1
+    assert {"gaussian_class_accuracy_DDIM-50", "gaussian_class_accuracy_DDPM-4"} <= set(res)
     assert 0 <= res["layout_iou_gaussian"]["mean"] <= 1
     lo, hi = res["layout_iou_gaussian"]["ci95"]
     assert lo <= res["layout_iou_gaussian"]["mean"] <= hi
