@@ -8,8 +8,8 @@
 classifier, for each sampler in ``--samplers`` (``ddim:N``: deterministic DDIM with N steps; ``ddpm:N``: ancestral
 sampling with N respaced steps, its noise seeded with 0) and each classifier-free guidance weight in ``--weights``
 (weights above 0 are skipped for files without a null class), without classifier guidance: it compares the DDPMs
-alone (``scripts/sweep_guidance.py`` adds classifier guidance). Prints the time per image on the chosen device and saves a grid of 64 samples per model
-and weight under ``--grids``.
+alone (``scripts/sweep_guidance.py`` adds classifier guidance). Prints the time per image on the chosen device and
+saves a grid of 64 samples per model and weight under ``--grids``.
 """
 
 from __future__ import annotations

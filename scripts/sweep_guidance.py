@@ -82,8 +82,8 @@ def main() -> None:
         print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {areas.mean():.3f} ({a.n} samples), "
               f"{dt * 1000:.0f} ms/image", flush=True)
         print("  confusion (rows: conditioning class, columns: judge):", *preset.class_names, sep=" ")
-        for name, row in zip(preset.class_names, confusion.tolist()):
-            print(f"  {name:>10s} " + " ".join(f"{v:3d}" for v in row) + f"   {row[preset.class_names.index(name)] / max(sum(row), 1):.2f}")
+        for c, (name, row) in enumerate(zip(preset.class_names, confusion.tolist())):
+            print(f"  {name:>10s} " + " ".join(f"{v:3d}" for v in row) + f"   {row[c] / max(sum(row), 1):.2f}")
         if wrong.any():
             print(f"  misread samples: mean object area {areas[wrong].mean():.3f} (all: {areas.mean():.3f}); "
                   f"{(areas[wrong] < 0.02).float().mean():.2f} of them have almost no object (area < 0.02)", flush=True)
