@@ -4,8 +4,8 @@
 
 Repeats the three layout rows of ``python -m saliency_lib.evaluate quality`` (``evaluate.quality_layout_rows``:
 Gaussian noise, the paper's recipe and strength 0.3, on the same guides, IG snapshot, fresh noise and sampler
-seeds, so scale 0 reproduces ``quality.json``) for each classifier guidance scale s, with the preset's
-classifier-free guidance weight.
+seeds, so the preset's scale (5) reproduces ``quality.json`` and scale 0 History 12's rows without classifier
+guidance) for each classifier guidance scale s, with the preset's classifier-free guidance weight.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps
 then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the
 conditioning class, its confusion matrix, the judge segmenter's mean object area (a check that guidance does not
 simply erase or inflate objects; also over the misread samples, and how many of those hold almost no object), and
-the CPU time per image; saves a grid of the first 64 samples per weight under --grids.
+the CPU time per image; saves a grid per (w, s) under --grids, one row of 16 samples per class.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from saliency_lib.pipeline import Sampler, generate
 from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
+
+NO_OBJECT_AREA = 0.02   # a sample whose judge-segmented object covers less of the image holds almost no object
+GRID_COLUMNS = 16       # samples per class in the saved grids (one row per class)
 
 
 def main() -> None:
@@ -74,11 +77,12 @@ def main() -> None:
         confusion = confusion_matrix(probs, y, k)
         areas = judge_masks(preset, imgs).float().flatten(1).mean(1)   # judge-segmented object area per sample
         wrong = probs.argmax(1) != y
+        empty = areas[wrong] < NO_OBJECT_AREA
         rows.append({"weight": w, "classifier_scale": s, "judge_per_class_accuracy": acc,
                      "object_area_fraction": areas.mean().item(), "seconds_per_image": dt,
                      "confusion": confusion.tolist(),   # row: conditioning class, column: the judge's class
                      "object_area_fraction_wrong": areas[wrong].mean().item() if wrong.any() else None,
-                     "wrong_without_object": (areas[wrong] < 0.02).float().mean().item() if wrong.any() else None})
+                     "wrong_without_object": empty.float().mean().item() if wrong.any() else None})
         print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {areas.mean():.3f} ({a.n} samples), "
               f"{dt * 1000:.0f} ms/image", flush=True)
         print("  confusion (rows: conditioning class, columns: judge):", *preset.class_names, sep=" ")
@@ -86,8 +90,10 @@ def main() -> None:
             print(f"  {name:>10s} " + " ".join(f"{v:3d}" for v in row) + f"   {row[c] / max(sum(row), 1):.2f}")
         if wrong.any():
             print(f"  misread samples: mean object area {areas[wrong].mean():.3f} (all: {areas.mean():.3f}); "
-                  f"{(areas[wrong] < 0.02).float().mean():.2f} of them have almost no object (area < 0.02)", flush=True)
-        torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png", nrow=8)
+                  f"{empty.float().mean():.2f} of them have almost no object (area < {NO_OBJECT_AREA})", flush=True)
+        per_class = torch.cat([imgs[y == c][:GRID_COLUMNS] for c in range(k)])   # row c: class c's first samples
+        torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png",
+                                     nrow=min(GRID_COLUMNS, a.n // k))
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "noisy_classifier": str(a.noisy_classifier),
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed,
