@@ -208,7 +208,7 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     if preset.classifier_scale:  # the same DDPM with classifier-free guidance only, for reference
         samplers.insert(0, Sampler("ddim", 50, classifier_scale=0.0))
     if preset.guidance_weight or preset.classifier_scale:  # the same DDPM without any guidance, for reference
-        samplers.insert(0, Sampler("ddim", 50, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None))
+        samplers.insert(0, Sampler("ddim", 50).unguided(preset))
     for sampler in samplers:
         t0 = time.time()
         imgs = torch.cat([generate(preset, xb, yb, sampler, seed=args.seed + i)
@@ -507,8 +507,8 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     # --- guidance off (w = 0, and s_cls = 0 where the preset uses classifier guidance) against the preset's
     # guidance (the rows above), all guides
     if preset.guidance_weight or preset.classifier_scale:
-        unguided = dataclasses.replace(ddim, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None)
-        off = "w=0" + (", s_cls=0" if preset.classifier_scale else "")
+        unguided = ddim.unguided(preset)
+        off = unguided.label.removeprefix(ddim.label + ", ")   # "w=0" or "w=0, s_cls=0"
         for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
             imgs, sec = _generate_all(preset, x[gi], y, unguided, args.seed)
             add("guidance", f"{name}, {off}", imgs, sec, ig_seconds if "IG" in name else 0.0, sampler=unguided.label)

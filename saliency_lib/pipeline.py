@@ -50,6 +50,11 @@ class Sampler:
             raise SaliencyNoiseError(f"sampler {text!r}: expected method:steps, e.g. 'ddim:50' or 'ddpm:250'")
         return cls(method, int(steps), guidance=guidance, classifier_scale=classifier_scale)
 
+    def unguided(self, preset: Preset) -> "Sampler":
+        """This sampler with every guidance ``preset`` would apply switched off: w = 0, and s = 0 where the preset
+        has a classifier guidance scale (elsewhere ``None``, so that labels name only the guidance that exists)."""
+        return dataclasses.replace(self, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None)
+
     def denoiser(self, preset: Preset):
         """The preset's model wrapped in this sampler's guidance (:meth:`Preset.denoiser`)."""
         return preset.denoiser(self.guidance, self.classifier_scale)

@@ -138,5 +138,9 @@ def test_preset_denoiser_composes_classifier_free_and_classifier_guidance():
     assert sampler.denoiser(p).model is unet and sampler.denoiser(p).scale == 1.5
     assert sampler.label == "DDIM-10, w=0, s_cls=1.5"
     assert Sampler.parse("ddim:10", guidance=0, classifier_scale=1.5) == sampler
+    off = Sampler("ddim", 10).unguided(p)   # every guidance the preset applies, switched off
+    assert off.denoiser(p) is unet and off.label == "DDIM-10, w=0, s_cls=0"
+    p.classifier_scale = 0.0                # a preset without classifier guidance: its label does not name it
+    assert Sampler("ddpm", 5).unguided(p).label == "DDPM-5, w=0"
     with pytest.raises(SaliencyNoiseError, match="classifier_scale"):
         Sampler("ddim", 10, classifier_scale=-1)
