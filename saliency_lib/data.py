@@ -122,43 +122,63 @@ def _draw_params(seed: int, label: int | None) -> dict:
                 tex_amp=0.05 + 0.12 * r[7], shade=0.15 * (r[8] - 0.5))
 
 
+PARAM_KEYS = ("label", "scale", "cx", "cy", "angle", "flip", "grad_angle", "bg_a", "bg_b", "obj", "texture",
+              "tex_amp", "shade")
+
+
+def stack_params(params: list[dict]) -> dict[str, torch.Tensor]:
+    """Drawn parameters of N samples as tensors ``[N, ...]`` (what :func:`render_tensors` reads; small, so a
+    training worker can hand them to the main process, which renders on its device)."""
+    out = {}
+    for key in PARAM_KEYS:
+        values = [p[key] for p in params]
+        out[key] = torch.stack(values).float() if torch.is_tensor(values[0]) else torch.tensor(values)
+    out["label"] = out["label"].long()
+    out["flip"] = out["flip"].bool()
+    return out
+
+
 def render(params: list[dict], size: int = 32) -> ShapeBatch:
     """Render drawn parameters to a batch (vectorized over samples, per-class inside tests)."""
-    n = len(params)
+    return render_tensors(stack_params(params), size)
+
+
+def render_tensors(p: dict[str, torch.Tensor], size: int = 32) -> ShapeBatch:
+    """Render stacked parameters (:func:`stack_params`) on their own device (CPU or GPU: the same formulas)."""
+    device = p["scale"].device
+    n = p["label"].shape[0]
     hs = size * SUPERSAMPLE
-    lin = (torch.arange(hs, dtype=torch.float32) + 0.5) / hs * 2 - 1  # pixel centres in [-1, 1]
+    lin = (torch.arange(hs, dtype=torch.float32, device=device) + 0.5) / hs * 2 - 1  # pixel centres in [-1, 1]
     py, px = torch.meshgrid(lin, lin, indexing="ij")
-    scale = torch.tensor([p["scale"] for p in params])            # half-size as a fraction of half-width
+    scale = p["scale"].float()                                     # half-size as a fraction of half-width
     margin = scale * 1.0
-    cx = torch.tensor([p["cx"] for p in params]) * (2 - 2 * margin) - 1 + margin
-    cy = torch.tensor([p["cy"] for p in params]) * (2 - 2 * margin) - 1 + margin
-    angle = torch.tensor([p["angle"] for p in params])
-    flip = torch.tensor([p["flip"] for p in params])
-    labels = torch.tensor([p["label"] for p in params], dtype=torch.long)
+    cx = p["cx"].float() * (2 - 2 * margin) - 1 + margin
+    cy = p["cy"].float() * (2 - 2 * margin) - 1 + margin
+    angle, flip, labels = p["angle"].float(), p["flip"], p["label"]
     # object frame: undo translation, rotation (counter-clockwise on screen, y down) and scale
     dx, dy = px[None] - cx[:, None, None], py[None] - cy[:, None, None]
     c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     u = (c * dx - s * dy) / scale[:, None, None]
     v = (s * dx + c * dy) / scale[:, None, None]
     u = torch.where(flip[:, None, None], -u, u)
-    inside = torch.zeros(n, hs, hs, dtype=torch.bool)
+    inside = torch.zeros(n, hs, hs, dtype=torch.bool, device=device)
     for k, shape in enumerate(SHAPES):
         sel = labels == k
         if sel.any():
             inside[sel] = shape(u[sel], v[sel])
     coverage = F.avg_pool2d(inside.float()[:, None], SUPERSAMPLE)  # [N, 1, size, size] in [0, 1]
 
-    lin_s = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    lin_s = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size * 2 - 1
     yy, xx = torch.meshgrid(lin_s, lin_s, indexing="ij")
-    ga = torch.tensor([p["grad_angle"] for p in params])[:, None, None]
+    ga = p["grad_angle"].float()[:, None, None]
     ramp = ((torch.cos(ga) * xx + torch.sin(ga) * yy) / math.sqrt(2) + 1) / 2  # [N, H, W] in [0, 1]
-    bg_a = torch.stack([p["bg_a"] for p in params]).float()[:, :, None, None]
-    bg_b = torch.stack([p["bg_b"] for p in params]).float()[:, :, None, None]
-    tex = F.interpolate(torch.stack([p["texture"] for p in params]), size=size, mode="bicubic", align_corners=False)
-    tex_amp = torch.tensor([p["tex_amp"] for p in params])[:, None, None, None]
+    bg_a = p["bg_a"][:, :, None, None]
+    bg_b = p["bg_b"][:, :, None, None]
+    tex = F.interpolate(p["texture"], size=size, mode="bicubic", align_corners=False)
+    tex_amp = p["tex_amp"].float()[:, None, None, None]
     background = bg_a + (bg_b - bg_a) * ramp[:, None] + tex_amp * tex
-    obj = torch.stack([p["obj"] for p in params]).float()[:, :, None, None]
-    shade = torch.tensor([p["shade"] for p in params])[:, None, None, None]
+    obj = p["obj"][:, :, None, None]
+    shade = p["shade"].float()[:, None, None, None]
     foreground = obj + shade * (xx + yy)[None, None]  # a gentle light direction on the object
     img = (coverage * foreground + (1 - coverage) * background).clamp(0, 1)
     return ShapeBatch(images=img * 2 - 1, labels=labels, masks=coverage >= 0.5,
@@ -166,21 +186,26 @@ def render(params: list[dict], size: int = 32) -> ShapeBatch:
                       scales=scale * size / 2, angles=angle, flips=flip)
 
 
-def make_batch(split: str, start: int, n: int, size: int = 32, labels: torch.Tensor | None = None) -> ShapeBatch:
-    """Samples ``start .. start+n-1`` of ``split``; ``labels`` ([n]) forces the classes when given."""
+def make_params(split: str, start: int, n: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The stacked drawn parameters of samples ``start .. start+n-1`` of ``split`` (see :func:`make_batch`)."""
     if split not in SPLIT_SEEDS:
         raise SaliencyNoiseError(f"unknown split {split!r}; expected one of {sorted(SPLIT_SEEDS)}")
     if n < 1 or start < 0:
         raise SaliencyNoiseError(f"need start >= 0 and n >= 1, got start={start}, n={n}")
     if start + n > (1 << 29):
         raise SaliencyNoiseError(f"sample indices must stay below 2^29 (split seed ranges), got {start + n}")
-    if size < 16:
-        raise SaliencyNoiseError(f"image size must be >= 16, got {size}")
     if labels is not None and (labels.shape != (n,) or labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise SaliencyNoiseError(f"labels must be [{n}] ids in [0, {NUM_CLASSES}), got {tuple(labels.shape)}")
     base = SPLIT_SEEDS[split]
-    params = [_draw_params(base + start + i, None if labels is None else int(labels[i])) for i in range(n)]
-    return render(params, size)
+    return stack_params([_draw_params(base + start + i, None if labels is None else int(labels[i]))
+                         for i in range(n)])
+
+
+def make_batch(split: str, start: int, n: int, size: int = 32, labels: torch.Tensor | None = None) -> ShapeBatch:
+    """Samples ``start .. start+n-1`` of ``split``; ``labels`` ([n]) forces the classes when given."""
+    if size < 16:
+        raise SaliencyNoiseError(f"image size must be >= 16, got {size}")
+    return render_tensors(make_params(split, start, n, labels), size)
 
 
 def iterate_batches(split: str, batch_size: int, size: int = 32, start: int = 0) -> Iterator[ShapeBatch]:

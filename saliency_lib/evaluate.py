@@ -90,6 +90,16 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, seed:
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def gaussian_class_batch(preset: Preset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch every class-control measurement samples from Gaussian noise: x_T ``[n, 3, S, S]`` ~ N(0, I)
+    drawn from ``seed``, and class-balanced targets ``y`` ``[n]`` = 0, 1, ..., K-1, 0, 1, ... (so the same
+    ``(n, seed)`` gives the same samples in the quality bars and in every sweep or probe script)."""
+    if n < 1:
+        raise SaliencyNoiseError(f"need at least one sample, got n={n}")
+    x_T = torch.randn((n, 3, preset.image_size, preset.image_size), generator=torch.Generator().manual_seed(seed))
+    return x_T, torch.arange(n) % len(preset.class_names)
+
+
 def per_class_accuracy(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
     """Mean over classes of the accuracy within each class."""
     pred = probs.argmax(1)
@@ -107,7 +117,7 @@ def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int
 
 
 # ------------------------------------------------------------------------------------ layout protocol
-def _batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
+def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
              ) -> tuple[torch.Tensor, float]:
     """``make(*parts, seed=seed + i)`` over batches ``i`` of the tensors (split alike), concatenated; + seconds."""
     t0 = time.time()
@@ -115,10 +125,10 @@ def _batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: in
     return out, time.time() - t0
 
 
-def _generate_all(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
+def generate_batched(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
                   batch: int = 64) -> tuple[torch.Tensor, float]:
     """:func:`generate` in batches (sampler seeds ``seed + batch index``); returns images and seconds."""
-    return _batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed), x_T, y, seed=seed, batch=batch)
+    return batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed), x_T, y, seed=seed, batch=batch)
 
 
 def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tensor, sampler: Sampler,
@@ -132,7 +142,7 @@ def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tenso
     g, k = noises.shape[0], len(preset.class_names)
     x_T = noises.repeat_interleave(k, 0)
     y = torch.arange(k).repeat(g)
-    images, seconds = _generate_all(preset, x_T, y, sampler, seed, batch)
+    images, seconds = generate_batched(preset, x_T, y, sampler, seed, batch)
     seconds /= images.shape[0]
     masks = judge_masks(preset, images)
     gm = guide_masks.repeat_interleave(k, 0)
@@ -199,9 +209,7 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     """The tiny preset's quality bars (issue: judge >= 97%, segmenter >= 0.9, DDPM >= 90%, phenomenon)."""
     out: dict = {"args": dataclasses.asdict(args), **model_metrics(preset, args.n_test, log)}
     k = len(preset.class_names)
-    y = torch.arange(args.n_samples) % k
-    gen = torch.Generator().manual_seed(args.seed)
-    x_T = torch.randn((args.n_samples, 3, preset.image_size, preset.image_size), generator=gen)
+    x_T, y = gaussian_class_batch(preset, args.n_samples, args.seed)
     out["guidance_weight"] = preset.guidance_weight
     out["classifier_scale"] = preset.classifier_scale
     samplers = [Sampler("ddim", 50), Sampler("ddpm", args.ddpm_steps)]
@@ -210,12 +218,10 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     if preset.guidance_weight or preset.classifier_scale:  # the same DDPM without any guidance, for reference
         samplers.insert(0, Sampler("ddim", 50).unguided(preset))
     for sampler in samplers:
-        t0 = time.time()
-        imgs = torch.cat([generate(preset, xb, yb, sampler, seed=args.seed + i)
-                          for i, (xb, yb) in enumerate(zip(x_T.split(64), y.split(64)))])
+        imgs, seconds = generate_batched(preset, x_T, y, sampler, args.seed)
         acc = per_class_accuracy(judge_probs(preset, imgs), y, k)
         out[f"gaussian_class_accuracy_{sampler.label}"] = acc
-        out[f"seconds_per_image_{sampler.label}"] = (time.time() - t0) / args.n_samples
+        out[f"seconds_per_image_{sampler.label}"] = seconds / args.n_samples
         log(f"{sampler.label} from Gaussian noise: judge per-class accuracy {acc:.4f} over {args.n_samples} samples")
 
     out.update({f"layout_iou_{name}": row for name, row in
@@ -443,10 +449,10 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         return mix_with_gaussian(crafted[k], s, fresh=fresh)
 
     # --- sources (DDIM, strength args.strength) and k
-    imgs, sec = _generate_all(preset, fresh[gi], y, ddim, args.seed)
+    imgs, sec = generate_batched(preset, fresh[gi], y, ddim, args.seed)
     add("source", "Gaussian", imgs, sec, sampler=ddim.label, strength=0.0)
     for k in args.ig_steps:
-        imgs, sec = _generate_all(preset, ig_x_T(k, args.strength)[gi], y, ddim, args.seed)
+        imgs, sec = generate_batched(preset, ig_x_T(k, args.strength)[gi], y, ddim, args.seed)
         add("k", f"IG k={k}", imgs, sec, ig_seconds if k else 0.0, k=k, strength=args.strength, sampler=ddim.label)
     sal_model, sal_norm = saliency_classifier(preset)
     x_sal = sal_norm.from_diffusion(guides.images)
@@ -464,25 +470,25 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         t0 = time.time()
         noise = make()
         noise_seconds = time.time() - t0 + saliency_seconds + (ig_seconds if "IG" in name else 0.0)
-        imgs, sec = _generate_all(preset, mix_with_gaussian(noise, args.strength, fresh=fresh)[gi], y, ddim, args.seed)
+        imgs, sec = generate_batched(preset, mix_with_gaussian(noise, args.strength, fresh=fresh)[gi], y, ddim, args.seed)
         add("source", name, imgs, sec, noise_seconds, strength=args.strength, sampler=ddim.label)
     for t0_frac in args.sdedit_t0:
-        imgs, sec = _batched(lambda ib, yb, seed: sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=seed),
+        imgs, sec = batched(lambda ib, yb, seed: sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=seed),
                              gi, y, seed=args.seed)
         add("source", f"SDEdit t0={t0_frac}", imgs, sec, t0=t0_frac, sampler=ddim.label)
     for factor in args.ilvr_factors:
-        imgs, sec = _batched(lambda ib, yb, seed: ilvr(preset, guides.images[ib], yb, factor, x_T=fresh[ib],
+        imgs, sec = batched(lambda ib, yb, seed: ilvr(preset, guides.images[ib], yb, factor, x_T=fresh[ib],
                                                        sampler=ddim, seed=seed), gi, y, seed=args.seed)
         add("source", f"ILVR N={factor}", imgs, sec, factor=factor, sampler=ddim.label)
     # --- strength curve (IG k_max)
     for s in args.strengths:
-        imgs, sec = _generate_all(preset, ig_x_T(k_max, s)[gi], y, ddim, args.seed)
+        imgs, sec = generate_batched(preset, ig_x_T(k_max, s)[gi], y, ddim, args.seed)
         add("strength", f"IG k={k_max} s={s}", imgs, sec, ig_seconds, k=k_max, strength=s, sampler=ddim.label)
     # --- orientation follow: transform the IG x_T, compare with the transformed and the original guide mask
     base = ig_x_T(k_max, args.strength)
     for name in args.transforms:
         f = TRANSFORMS[name]
-        imgs, sec = _generate_all(preset, f(base)[gi], y, ddim, args.seed)
+        imgs, sec = generate_batched(preset, f(base)[gi], y, ddim, args.seed)
         rows.append({"group": "orientation", "condition": name, "n_guides": args.n_guides,
                      **orientation_follow(preset, imgs, guides.masks, f, gi)})
         r = rows[-1]
@@ -492,11 +498,11 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     sub = gi < args.ddpm_guides
     for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
         for sampler in (ddim, ddpm):
-            imgs, sec = _generate_all(preset, x[gi[sub]], y[sub], sampler, args.seed)
+            imgs, sec = generate_batched(preset, x[gi[sub]], y[sub], sampler, args.seed)
             add("sampler", f"{name}, {sampler.label}", imgs, sec,
                 ig_seconds * args.ddpm_guides / args.n_guides if "IG" in name else 0.0,
                 idx=gi[sub], yy=y[sub], sampler=sampler.label)
-        runs = [_generate_all(preset, x[gi[sub]], y[sub], ddpm, args.seed + 1000 * (r + 1))[0]
+        runs = [generate_batched(preset, x[gi[sub]], y[sub], ddpm, args.seed + 1000 * (r + 1))[0]
                 for r in range(args.diversity_seeds)]
         dists = [(runs[i] - runs[j]).pow(2).flatten(1).mean(1).sqrt()
                  for i in range(len(runs)) for j in range(i + 1, len(runs))]
@@ -510,7 +516,7 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         unguided = ddim.unguided(preset)
         off = unguided.label.removeprefix(ddim.label + ", ")   # "w=0" or "w=0, s_cls=0"
         for name, x in {"Gaussian": fresh, f"IG k={k_max} s={args.strength}": base}.items():
-            imgs, sec = _generate_all(preset, x[gi], y, unguided, args.seed)
+            imgs, sec = generate_batched(preset, x[gi], y, unguided, args.seed)
             add("guidance", f"{name}, {off}", imgs, sec, ig_seconds if "IG" in name else 0.0, sampler=unguided.label)
     # --- the classifier IG inverts (first classifier_guides guides)
     cands = ig_candidates(preset, REPO_ROOT / "checkpoints")
@@ -521,7 +527,7 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
     for cname, (clf, temperature) in cands.items():
         noises, ig_wall = candidate_noise(preset, clf, temperature, cg, args.classifier_snapshots, args.seed, cache_dir)
         noise = mix_with_gaussian(noises[kc], args.strength, fresh=fresh[: args.classifier_guides])
-        imgs, sec = _generate_all(preset, noise[gi[csub]], y[csub], ddim, args.seed)
+        imgs, sec = generate_batched(preset, noise[gi[csub]], y[csub], ddim, args.seed)
         add("classifier", cname, imgs, sec, ig_wall,
             idx=gi[csub], yy=y[csub], k=kc, strength=args.strength, classifier_accuracy=accuracy[cname]["accuracy"],
             classifier_confidence=accuracy[cname]["confidence"], temperature=temperature)

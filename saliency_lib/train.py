@@ -248,26 +248,45 @@ TINY_UNET = UNetConfig(image_size=32, model_channels=32, out_channels=3, num_res
 TINY_DIFFUSION = DiffusionConfig(num_steps=1000, schedule="linear", learn_sigma=False, fixed_variance="small")
 
 
-def ddpm_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int) -> dict[str, torch.Tensor]:
+SHAPE_PREFIX = "shape."   # step inputs that carry the drawn dataset parameters instead of rendered images
+
+
+def ddpm_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int, render: bool = True) -> dict[str, torch.Tensor]:
     """Every random input of DDPM step ``step`` (CPU, from ``(cfg.seed, step)``): x_0 ``[B,3,H,W]`` in [-1, 1],
     labels ``[B]`` (a ``cfg.label_dropout`` fraction replaced by the null class id ``data.NUM_CLASSES``),
-    timesteps ``[B]`` and the noise eps ``[B,3,H,W]`` of the simple loss."""
-    batch = data.make_batch("train", step * cfg.batch_size, cfg.batch_size, cfg.image_size)
+    timesteps ``[B]`` and the noise eps ``[B,3,H,W]`` of the simple loss.
+
+    ``render=False`` leaves the images unrendered: the inputs then carry the dataset's drawn parameters
+    (``shape.*``, :func:`data.make_params`) and :func:`step_images` renders them on the training device (on a
+    GPU, rendering in the CPU workers is what limits the step rate; model card, History 11)."""
+    params = data.make_params("train", step * cfg.batch_size, cfg.batch_size)
     g = step_generator(cfg.seed, step)
     t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=g)
-    noise = torch.randn(batch.images.shape, generator=g)
-    y = batch.labels
+    noise = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
+    y = params["label"]
     if cfg.label_dropout > 0:  # drawn after t and eps, so runs without dropout keep their exact batches
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
         y = torch.where(drop, torch.full_like(y, data.NUM_CLASSES), y)
-    return {"x0": batch.images, "y": y, "t": t, "noise": noise}
+    if not render:
+        return {"y": y, "t": t, "noise": noise, **{SHAPE_PREFIX + k: v for k, v in params.items()}}
+    return {"x0": data.render_tensors(params, cfg.image_size).images, "y": y, "t": t, "noise": noise}
+
+
+def step_images(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """x_0 ``[B, 3, H, W]`` in [-1, 1] of a step's inputs: given, or rendered (on the inputs' device) from the
+    drawn parameters of ``ddpm_step_inputs(..., render=False)``; H = W = the noise's size."""
+    if "x0" in inputs:
+        return inputs["x0"]
+    params = {k[len(SHAPE_PREFIX):]: v for k, v in inputs.items() if k.startswith(SHAPE_PREFIX)}
+    return data.render_tensors(params, inputs["noise"].shape[-1]).images
 
 
 def ddpm_loss_fn(diffusion: GaussianDiffusion, min_snr_gamma: float = 0.0):
     """Mean simple loss over the batch; with ``min_snr_gamma`` > 0 each example is weighted by
     ``diffusion.min_snr_weight`` (Min-SNR-gamma)."""
     def loss_fn(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        per_example = diffusion.training_loss(model, inputs["x0"], inputs["t"], y=inputs["y"], noise=inputs["noise"])
+        per_example = diffusion.training_loss(model, step_images(inputs), inputs["t"], y=inputs["y"],
+                                              noise=inputs["noise"])
         if min_snr_gamma > 0:
             per_example = per_example * diffusion.min_snr_weight(inputs["t"], min_snr_gamma).to(per_example.device)
         return per_example.mean()
@@ -288,9 +307,11 @@ def init_from_weights(model: UNet, path: Path) -> None:
 def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
                diff_cfg: DiffusionConfig = TINY_DIFFUSION, resume: bool = False,
                max_minutes: float | None = None, progress: bool = True, device: str = "cpu",
-               workers: int = 0, fit_minutes: float | None = None, init: Path | None = None) -> dict:
+               workers: int = 0, fit_minutes: float | None = None, init: Path | None = None,
+               render_on_device: bool = False) -> dict:
     """Train the class-conditional DDPM (``init``: start from these exported weights, e.g. to fine-tune
-    with label dropout for classifier-free guidance)."""
+    with label dropout for classifier-free guidance; ``render_on_device``: the workers draw the dataset's
+    parameters and the training device renders the images, see :func:`ddpm_step_inputs`)."""
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
     last = out / "last.safetensors"
@@ -308,7 +329,8 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
         meta["init_from"] = str(init)
     meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))
     meta["trained_on"] = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
-    batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
+    batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps,
+                                 render=not render_on_device)
     return run_training(out, model, cfg, batch_fn, ddpm_loss_fn(diffusion, cfg.min_snr_gamma), meta,
                         use_ema=cfg.ema_decay > 0, resume=resume, max_minutes=max_minutes, progress=progress,
                         device=device, workers=workers, fit_minutes=fit_minutes)
@@ -317,11 +339,13 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
 # ----------------------------------------------------------------------------- noise-aware classifier
 def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfig = TINY_DIFFUSION,
                            init: Path | None = None, resume: bool = False, max_minutes: float | None = None,
-                           progress: bool = True, workers: int = 0) -> dict:
+                           progress: bool = True, workers: int = 0, device: str = "cpu",
+                           render_on_device: bool = False) -> dict:
     """Train p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of the train split, for classifier guidance.
 
     ``init``: a clean small ResNet (``train classifier --arch resnet``) to start from (its stem gains a
-    zero-initialised noise-level channel); without it the network starts from ``cfg.seed``. Writes
+    zero-initialised noise-level channel); without it the network starts from ``cfg.seed``. ``device`` and
+    ``render_on_device`` as for :func:`train_ddpm`. Writes
     ``<out>/model.safetensors`` (the plain weights; no EMA) next to the checkpoint.
     """
     from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier, save_model
@@ -340,13 +364,15 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
         meta["init_from"] = str(init)
 
     def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        x_t = diffusion.q_sample(b["x0"], b["t"], noise=b["noise"])
+        x_t = diffusion.q_sample(step_images(b), b["t"], noise=b["noise"])
         return nn.functional.cross_entropy(m(x_t, b["t"]), b["y"], label_smoothing=cfg.label_smoothing)
 
     # the DDPM's step inputs (x_0, labels, t, eps from (seed, step)); label dropout has no meaning here
-    batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps)
+    batch_fn = functools.partial(ddpm_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps,
+                                 render=not render_on_device)
     result = run_training(out, model, cfg, batch_fn, loss_fn, meta, use_ema=False, resume=resume,
-                          max_minutes=max_minutes, progress=progress, workers=workers)
+                          max_minutes=max_minutes, progress=progress, workers=workers, device=device)
+    model.cpu()
     save_model(model.eval(), out / "model.safetensors",
                {"train_config": json.dumps(dataclasses.asdict(result["config"])), "step": str(result["step"]),
                 "wall_seconds": f"{result['wall_seconds']:.1f}", **{k: meta[k] for k in ("diffusion_config", "init_from")
@@ -365,8 +391,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--from-ckpt", type=Path, help="export: training checkpoint to export")
-    p.add_argument("--device", default="cpu", help="ddpm: torch device to train on (cpu, cuda)")
-    p.add_argument("--workers", type=int, default=0, help="ddpm: processes preparing batches ahead (0: inline)")
+    p.add_argument("--device", default="cpu", help="ddpm, noisy-classifier: torch device to train on (cpu, cuda)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="ddpm, noisy-classifier: processes preparing batches ahead (0: inline)")
+    p.add_argument("--render-on-device", action="store_true",
+                   help="ddpm, noisy-classifier: the workers draw the dataset's parameters, --device renders the "
+                        "images (on a GPU, rendering in the workers limits the step rate)")
     p.add_argument("--fit-minutes", type=float, default=None,
                    help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
     p.add_argument("--init", type=Path, default=None,
@@ -391,12 +421,13 @@ def main(argv: list[str] | None = None) -> None:
         diff_cfg = dataclasses.replace(TINY_DIFFUSION, **(a.diffusion or {}))
         result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, diff_cfg=diff_cfg, resume=a.resume,
                             max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes,
-                            init=a.init)
+                            init=a.init, render_on_device=a.render_on_device)
     elif a.what == "noisy-classifier":
         result = train_noisy_classifier(a.out, TrainConfig(**{"steps": 4000, "batch_size": 128, "lr": 1e-3,
                                                               "warmup": 100, "weight_decay": 5e-4, "ema_decay": 0.0,
                                                               **overrides}),
-                                        init=a.init, resume=a.resume, max_minutes=a.minutes, workers=a.workers)
+                                        init=a.init, resume=a.resume, max_minutes=a.minutes, workers=a.workers,
+                                        device=a.device, render_on_device=a.render_on_device)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)

@@ -26,7 +26,7 @@ import time
 import torch
 
 from saliency_lib import data
-from saliency_lib.evaluate import judge_probs, per_class_accuracy
+from saliency_lib.evaluate import gaussian_class_batch, judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
@@ -82,8 +82,7 @@ def main() -> None:
               f"saturated {row['saturated_fraction']:.3f}", flush=True)
 
     # 1 and 3. samples from Gaussian noise: statistics, and the truncated chains
-    y = torch.arange(a.n) % k
-    x_T = torch.randn(a.n, 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(a.seed))
+    x_T, y = gaussian_class_batch(preset, a.n, a.seed)
     res["samples"] = []
     respaced = preset.diffusion(Sampler("ddim", a.steps).respacing)
     starts = [None] + [int(abs(respaced.timestep_map - int(s)).argmin()) for s in a.starts.split(",")]

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import nbformat
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from saliency_lib.evaluate import judge_probs, per_class_accuracy
+from saliency_lib.evaluate import gaussian_class_batch, judge_probs, per_class_accuracy
 from saliency_lib.guidance import CFGModel
 from saliency_lib.presets import load_ddpm_file, load_tiny
 
@@ -47,8 +47,7 @@ def main() -> None:
     preset = load_tiny()
     bad, _ = load_ddpm_file(a.bad)
     k = len(preset.class_names)
-    y = torch.arange(a.n) % k
-    x_T = torch.randn(a.n, 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(a.seed))
+    x_T, y = gaussian_class_batch(preset, a.n, a.seed)
     process = preset.diffusion("ddim50")
     for pair in a.settings.split(","):
         w, ag = (float(v) for v in pair.split(":"))

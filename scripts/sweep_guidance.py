@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
 import torchvision
 
 from saliency_lib.classifiers import load_noisy_classifier
-from saliency_lib.evaluate import confusion_matrix, judge_masks, judge_probs, per_class_accuracy
-from saliency_lib.pipeline import Sampler, generate
+from saliency_lib.evaluate import (confusion_matrix, gaussian_class_batch, generate_batched, judge_masks, judge_probs,
+                                   per_class_accuracy)
+from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
@@ -61,17 +61,14 @@ def main() -> None:
         export_weights(a.noisy_classifier, exported)
         preset = dataclasses.replace(preset, noisy_classifier=load_noisy_classifier(exported))
     k = len(preset.class_names)
-    y = torch.arange(a.n) % k
-    x_T = torch.randn(a.n, 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(a.seed))
+    x_T, y = gaussian_class_batch(preset, a.n, a.seed)
     Sampler.parse(a.sampler)   # a bad --sampler fails before any sampling
     rows = []
     grid = [(float(w), float(s)) for w in a.weights.split(",") for s in a.classifier_scales.split(",")]
     for w, s in grid:
         sampler = Sampler.parse(a.sampler, guidance=w, classifier_scale=s)
-        t = time.time()
-        imgs = torch.cat([generate(preset, xb, yb, sampler, seed=a.seed + i)
-                          for i, (xb, yb) in enumerate(zip(x_T.split(64), y.split(64)))])
-        dt = (time.time() - t) / a.n
+        imgs, seconds = generate_batched(preset, x_T, y, sampler, a.seed)
+        dt = seconds / a.n
         probs = judge_probs(preset, imgs)
         acc = per_class_accuracy(probs, y, k)
         confusion = confusion_matrix(probs, y, k)

@@ -112,6 +112,12 @@ def test_noisy_classifier_training_lowers_the_loss_and_resumes(tmp_path):
     b, c = load_noisy_classifier(tmp_path / "b" / "model.safetensors"), load_noisy_classifier(tmp_path / "c" / "model.safetensors")
     for (name, pb), pc in zip(b.state_dict().items(), c.state_dict().values()):
         torch.testing.assert_close(pb, pc, msg=name)
+    # images rendered on the training device (here the CPU) from the workers' drawn parameters: the same run
+    train_noisy_classifier(tmp_path / "d", cfg, diff_cfg=diff, progress=False, init=tmp_path / "clean.safetensors",
+                           device="cpu", render_on_device=True)
+    d = load_noisy_classifier(tmp_path / "d" / "model.safetensors")
+    for (name, pd), pc in zip(d.state_dict().items(), c.state_dict().values()):
+        assert torch.equal(pd, pc), name
 
 
 def test_preset_denoiser_composes_classifier_free_and_classifier_guidance():

@@ -89,3 +89,18 @@ def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     assert [p.name for p in paths] == ["results.json", "results.csv", "iou_vs_k.png", "iou_vs_class_accuracy.png",
                                        "iou_vs_time.png"]
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == len(res["rows"]) + 1
+
+
+def test_gaussian_class_batch_is_seeded_and_class_balanced():
+    from types import SimpleNamespace
+
+    from saliency_lib.evaluate import gaussian_class_batch
+
+    preset = SimpleNamespace(image_size=8, class_names=("a", "b", "c"))
+    x_T, y = gaussian_class_batch(preset, 7, seed=5)
+    assert x_T.shape == (7, 3, 8, 8) and y.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    again, _ = gaussian_class_batch(preset, 7, seed=5)
+    other, _ = gaussian_class_batch(preset, 7, seed=6)
+    assert torch.equal(x_T, again) and not torch.equal(x_T, other)
+    with pytest.raises(SaliencyNoiseError, match="at least one sample"):
+        gaussian_class_batch(preset, 0, seed=5)

@@ -135,3 +135,24 @@ def test_v_prediction_training_runs_and_resume_keeps_the_diffusion(tmp_path):
     with pytest.raises(ValueError, match="prediction='v'"):
         train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, resume=True, progress=False)   # default: epsilon
     assert train_ddpm(tmp_path / "a", cfg, unet_cfg=TINY, diff_cfg=v, resume=True, progress=False)["step"] == 2
+
+
+def test_rendering_on_the_training_device_gives_the_same_run(tmp_path):
+    import functools
+    from saliency_lib.train import SHAPE_PREFIX, ddpm_step_inputs, step_images
+    cfg = TrainConfig(steps=3, batch_size=4, warmup=1, image_size=16, lr=1e-3, label_dropout=0.2)
+    rendered = ddpm_step_inputs(7, cfg, 1000)
+    drawn = ddpm_step_inputs(7, cfg, 1000, render=False)
+    # the workers hand over parameters (a few numbers per sample), not images; the same labels, t and noise
+    assert "x0" not in drawn and any(k.startswith(SHAPE_PREFIX) for k in drawn)
+    for k in ("y", "t", "noise"):
+        assert torch.equal(rendered[k], drawn[k])
+    assert torch.equal(step_images(drawn), rendered["x0"]) and step_images(rendered) is rendered["x0"]
+    # a whole run (here on the CPU, the device of the test machine) ends with identical weights
+    null = UNetConfig(**{**TINY.__dict__, "null_class": True})
+    train = functools.partial(train_ddpm, cfg=cfg, unet_cfg=null, progress=False)
+    train(tmp_path / "a")
+    train(tmp_path / "b", render_on_device=True)
+    ta, _ = load_tensors(tmp_path / "a" / "last.safetensors")
+    tb, _ = load_tensors(tmp_path / "b" / "last.safetensors")
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
