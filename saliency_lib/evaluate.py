@@ -118,7 +118,7 @@ def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int
 
 # ------------------------------------------------------------------------------------ layout protocol
 def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
-             ) -> tuple[torch.Tensor, float]:
+            ) -> tuple[torch.Tensor, float]:
     """``make(*parts, seed=seed + i)`` over batches ``i`` of the tensors (split alike), concatenated; + seconds."""
     t0 = time.time()
     out = torch.cat([make(*parts, seed=seed + i) for i, parts in enumerate(zip(*(t.split(batch) for t in tensors)))])
@@ -126,7 +126,7 @@ def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int
 
 
 def generate_batched(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
-                  batch: int = 64) -> tuple[torch.Tensor, float]:
+                     batch: int = 64) -> tuple[torch.Tensor, float]:
     """:func:`generate` in batches (sampler seeds ``seed + batch index``); returns images and seconds."""
     return batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed), x_T, y, seed=seed, batch=batch)
 
@@ -470,15 +470,16 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         t0 = time.time()
         noise = make()
         noise_seconds = time.time() - t0 + saliency_seconds + (ig_seconds if "IG" in name else 0.0)
-        imgs, sec = generate_batched(preset, mix_with_gaussian(noise, args.strength, fresh=fresh)[gi], y, ddim, args.seed)
+        imgs, sec = generate_batched(preset, mix_with_gaussian(noise, args.strength, fresh=fresh)[gi], y, ddim,
+                                     args.seed)
         add("source", name, imgs, sec, noise_seconds, strength=args.strength, sampler=ddim.label)
     for t0_frac in args.sdedit_t0:
         imgs, sec = batched(lambda ib, yb, seed: sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=seed),
-                             gi, y, seed=args.seed)
+                            gi, y, seed=args.seed)
         add("source", f"SDEdit t0={t0_frac}", imgs, sec, t0=t0_frac, sampler=ddim.label)
     for factor in args.ilvr_factors:
         imgs, sec = batched(lambda ib, yb, seed: ilvr(preset, guides.images[ib], yb, factor, x_T=fresh[ib],
-                                                       sampler=ddim, seed=seed), gi, y, seed=args.seed)
+                                                      sampler=ddim, seed=seed), gi, y, seed=args.seed)
         add("source", f"ILVR N={factor}", imgs, sec, factor=factor, sampler=ddim.label)
     # --- strength curve (IG k_max)
     for s in args.strengths:

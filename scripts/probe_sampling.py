@@ -175,7 +175,8 @@ def main() -> None:
               f"saturated {row['saturated_fraction']:.2f}"
               + (f", guiding classifier agrees {row['guiding_classifier_agreement']:.3f}" if follows else "")
               + f", {seconds:.2f} s/image", flush=True)
-        torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / f"probe_{name}_{sampler.method}{sampler.steps}.png", nrow=k)
+        grid = a.grids / f"probe_{name}_{sampler.method}{sampler.steps}.png"
+        torchvision.utils.save_image((imgs[:64] + 1) / 2, grid, nrow=k)   # column c: class c
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"n": a.n, "seed": a.seed, "rows": rows},
                                               indent=1).encode())
