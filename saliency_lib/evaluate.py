@@ -116,6 +116,36 @@ def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
+NO_OBJECT_AREA = 0.02   # a sample whose judge-segmented object covers less of the image holds almost no object
+
+
+@dataclass
+class ClassControl:
+    """What the judge reads in samples drawn for target classes ``y`` (:func:`class_control`)."""
+    per_class_accuracy: float      # mean over classes of the within-class accuracy on the target class
+    confusion: torch.Tensor        # [K, K] counts: row = target class, column = the judge's class
+    areas: torch.Tensor            # [N] judge-segmented object area, as a fraction of the image
+    wrong: torch.Tensor            # [N] bool: the judge reads another class than the target
+
+    @property
+    def accuracy_by_class(self) -> list[float]:
+        return (self.confusion.diag().float() / self.confusion.sum(1).clamp(min=1).float()).tolist()
+
+    @property
+    def no_object(self) -> torch.Tensor:
+        """[N] bool: almost no object (area below :data:`NO_OBJECT_AREA`)."""
+        return self.areas < NO_OBJECT_AREA
+
+
+def class_control(preset: Preset, images: torch.Tensor, y: torch.Tensor) -> ClassControl:
+    """Judge classifier and segmenter on samples ``images`` ``[N, 3, H, W]`` in [-1, 1] drawn for targets ``y``
+    ``[N]``: how often, per class, the requested class is drawn, the confusion, and how large the objects are."""
+    k = len(preset.class_names)
+    probs = judge_probs(preset, images)
+    return ClassControl(per_class_accuracy=per_class_accuracy(probs, y, k), confusion=confusion_matrix(probs, y, k),
+                        areas=judge_masks(preset, images).float().flatten(1).mean(1), wrong=probs.argmax(1) != y)
+
+
 # ------------------------------------------------------------------------------------ layout protocol
 def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
             ) -> tuple[torch.Tensor, float]:

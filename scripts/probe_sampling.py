@@ -22,8 +22,8 @@ of the preset's default guidance (classifier-free w = 4, classifier guidance s =
 
 For each probe: the judge's per-class accuracy on the conditioning class, per class, the guiding classifier's own
 agreement with the label (x0-guidance: how much of the gain fools the network it follows), the judge-segmented
-object area, the fraction of samples with almost no object (area < 0.02), mean |x| and the fraction of saturated
-pixels (|x| > 0.98), and the CPU time per image. Grids of the first 64 samples (column = class) go to --grids.
+object area, the fraction of samples with almost no object (area below `evaluate.NO_OBJECT_AREA`), mean |x| and
+the fraction of saturated pixels (|x| > 0.98), and the CPU time per image. Grids of the first 64 samples (column = class) go to --grids.
 """
 
 from __future__ import annotations
@@ -39,14 +39,12 @@ import torchvision
 from torch import nn
 
 from saliency_lib.classifiers import load_classifier
-from saliency_lib.evaluate import (batched, confusion_matrix, gaussian_class_batch, judge_masks, judge_probs,
-                                   per_class_accuracy)
+from saliency_lib.evaluate import batched, class_control, gaussian_class_batch
 from saliency_lib.guidance import CFGModel, ClassifierGuidedModel
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import REPO_ROOT, Preset, load_tiny
 from saliency_lib.weights import atomic_write_bytes
 
-NO_OBJECT_AREA = 0.02   # as in sweep_guidance.py
 SATURATED = 0.98        # |x| above this counts as a saturated pixel
 
 
@@ -153,15 +151,13 @@ def main() -> None:
                 model, xb, yb, method=sampler.method, eta=sampler.eta, generator=torch.Generator().manual_seed(seed)),
                 x_T, y, seed=a.seed)
         seconds /= a.n
-        probs = judge_probs(preset, imgs)
-        confusion = confusion_matrix(probs, y, k)
-        per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
-        areas = judge_masks(preset, imgs).float().flatten(1).mean(1)
+        judged = class_control(preset, imgs, y)
+        per_class = judged.accuracy_by_class
         row = {"probe": name, "sampler": f"{sampler.method}:{sampler.steps}",
-               "judge_per_class_accuracy": per_class_accuracy(probs, y, k),
+               "judge_per_class_accuracy": judged.per_class_accuracy,
                "judge_accuracy_by_class": dict(zip(preset.class_names, per_class)),
-               "object_area_fraction": areas.mean().item(),
-               "no_object_fraction": (areas < NO_OBJECT_AREA).float().mean().item(),
+               "object_area_fraction": judged.areas.mean().item(),
+               "no_object_fraction": judged.no_object.float().mean().item(),
                "mean_abs_pixel": imgs.abs().mean().item(),
                "saturated_fraction": (imgs.abs() > SATURATED).float().mean().item(),
                "seconds_per_image": seconds}

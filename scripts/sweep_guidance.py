@@ -24,14 +24,12 @@ import torch
 import torchvision
 
 from saliency_lib.classifiers import load_noisy_classifier
-from saliency_lib.evaluate import (confusion_matrix, gaussian_class_batch, generate_batched, judge_masks, judge_probs,
-                                   per_class_accuracy)
+from saliency_lib.evaluate import NO_OBJECT_AREA, class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
-NO_OBJECT_AREA = 0.02   # a sample whose judge-segmented object covers less of the image holds almost no object
 GRID_COLUMNS = 16       # samples per class in the saved grids (one row per class)
 
 
@@ -69,12 +67,9 @@ def main() -> None:
         sampler = Sampler.parse(a.sampler, guidance=w, classifier_scale=s)
         imgs, seconds = generate_batched(preset, x_T, y, sampler, a.seed)
         dt = seconds / a.n
-        probs = judge_probs(preset, imgs)
-        acc = per_class_accuracy(probs, y, k)
-        confusion = confusion_matrix(probs, y, k)
-        areas = judge_masks(preset, imgs).float().flatten(1).mean(1)   # judge-segmented object area per sample
-        wrong = probs.argmax(1) != y
-        empty = areas[wrong] < NO_OBJECT_AREA
+        judged = class_control(preset, imgs, y)
+        acc, confusion, areas, wrong = judged.per_class_accuracy, judged.confusion, judged.areas, judged.wrong
+        empty = judged.no_object[wrong]
         rows.append({"weight": w, "classifier_scale": s, "judge_per_class_accuracy": acc,
                      "object_area_fraction": areas.mean().item(), "seconds_per_image": dt,
                      "confusion": confusion.tolist(),   # row: conditioning class, column: the judge's class

@@ -104,3 +104,20 @@ def test_gaussian_class_batch_is_seeded_and_class_balanced():
     assert torch.equal(x_T, again) and not torch.equal(x_T, other)
     with pytest.raises(SaliencyNoiseError, match="at least one sample"):
         gaussian_class_batch(preset, 0, seed=5)
+
+
+def test_class_control_reads_true_classes_and_object_sizes_of_dataset_images():
+    from saliency_lib import data
+    from saliency_lib.evaluate import NO_OBJECT_AREA, class_control
+
+    preset = load_tiny()
+    batch = data.make_batch("test", 0, 32)
+    judged = class_control(preset, batch.images, batch.labels)
+    assert judged.confusion.sum() == 32
+    assert judged.confusion.sum(1).tolist() == torch.bincount(batch.labels, minlength=8).tolist()
+    assert judged.per_class_accuracy > 0.9 and judged.wrong.float().mean() < 0.1
+    present = [a for a, n in zip(judged.accuracy_by_class, judged.confusion.sum(1)) if n > 0]
+    assert abs(np.mean(present) - judged.per_class_accuracy) < 1e-6
+    true_area = batch.masks.float().flatten(1).mean(1)
+    assert (judged.areas - true_area).abs().mean() < 0.01 and not judged.no_object.any()
+    assert (judged.no_object == (judged.areas < NO_OBJECT_AREA)).all()
