@@ -33,7 +33,7 @@ from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names,
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
 from .inversion import IGConfig
-from .unet import UNet, load_unet
+from .unet import TimestepExperts, UNet, load_unet
 from .weights import read_metadata
 
 ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
@@ -200,6 +200,23 @@ def with_ddpm_file(preset: Preset, path: str | os.PathLike) -> Preset:
     return dataclasses.replace(preset, unet=unet.eval().to(device), diffusion_config=diff_cfg)
 
 
+def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os.PathLike,
+                      below_t: int) -> TimestepExperts:
+    """The DDPM ``high`` (trained for ``diff_cfg``) with the UNet in ``path`` taking the timesteps t < ``below_t``
+    (a low-noise expert, :class:`~saliency_lib.unet.TimestepExperts`, trained with ``train ddpm --t-max``)."""
+    low, low_cfg = load_ddpm_file(path)
+    if low_cfg != diff_cfg:
+        raise SaliencyNoiseError(f"{path}: the expert was trained for {low_cfg}, the DDPM for {diff_cfg}; they "
+                                 "must share one diffusion process")
+    device = next(high.parameters()).device
+    return TimestepExperts(high, low.eval().to(device), below_t)
+
+
+def with_low_noise_expert(preset: Preset, path: str | os.PathLike, below_t: int) -> Preset:
+    """``preset`` whose DDPM hands the timesteps t < ``below_t`` to the UNet in ``path``, for comparisons."""
+    return dataclasses.replace(preset, unet=low_noise_experts(preset.unet, preset.diffusion_config, path, below_t))
+
+
 def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -> Preset:
     """The embedded preset: 32x32 shapes DDPM, IG classifier and judge models from ``data/models/tiny``."""
     from . import data
@@ -211,6 +228,9 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                                  "ships them under data/models/tiny")
     manifest = json.loads(manifest_path.read_text())
     unet, diff_cfg = load_ddpm_file(d / manifest["ddpm"])
+    if "ddpm_low_noise" in manifest:   # {"file": ..., "below_t": ...}: a low-noise expert (History 15)
+        expert = manifest["ddpm_low_noise"]
+        unet = low_noise_experts(unet, diff_cfg, d / expert["file"], int(expert["below_t"]))
     classifier = load_classifier(d / manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,

@@ -46,6 +46,9 @@ class TrainConfig:
                                       # guidance, Ho & Salimans 2022); needs UNetConfig.null_class
     min_snr_gamma: float = 0.0        # DDPM only: Min-SNR-gamma loss weighting (Hang et al. 2023; 0: the simple,
                                       # unweighted loss of Ho et al.)
+    t_min: int = 0                    # DDPM only: training timesteps are drawn uniformly from [t_min, t_max),
+    t_max: int = 0                    # t_max 0 meaning T (the default: every timestep). A range trains a
+                                      # low-noise expert (eDiff-I, Balaji et al. 2022; model card, History 15)
     seed: int = 0                     # seeds the init and every per-step draw
     image_size: int = 32              # dataset resolution
     checkpoint_minutes: float = 5.0   # wall-clock period of atomic checkpoints
@@ -171,7 +174,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         tensors, meta = load_tensors(last)
         stored = TrainConfig(**json.loads(meta["train_config"]))   # fields added later take their defaults
         fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout",
-                 "min_snr_gamma", "seed", "image_size")
+                 "min_snr_gamma", "t_min", "t_max", "seed", "image_size")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
@@ -261,7 +264,7 @@ def ddpm_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int, render: bo
     GPU, rendering in the CPU workers is what limits the step rate; model card, History 11)."""
     params = data.make_params("train", step * cfg.batch_size, cfg.batch_size)
     g = step_generator(cfg.seed, step)
-    t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=g)
+    t = torch.randint(cfg.t_min, cfg.t_max or num_timesteps, (cfg.batch_size,), generator=g)
     noise = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
     y = params["label"]
     if cfg.label_dropout > 0:  # drawn after t and eps, so runs without dropout keep their exact batches
@@ -312,6 +315,9 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
     """Train the class-conditional DDPM (``init``: start from these exported weights, e.g. to fine-tune
     with label dropout for classifier-free guidance; ``render_on_device``: the workers draw the dataset's
     parameters and the training device renders the images, see :func:`ddpm_step_inputs`)."""
+    if not 0 <= cfg.t_min < (cfg.t_max or diff_cfg.num_steps) <= diff_cfg.num_steps:
+        raise ValueError(f"need 0 <= t_min < t_max <= T = {diff_cfg.num_steps} (t_max 0 means T), got "
+                         f"t_min={cfg.t_min}, t_max={cfg.t_max}")
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
     last = out / "last.safetensors"

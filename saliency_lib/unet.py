@@ -377,6 +377,43 @@ class UNet(nn.Module):
         check_image_batch("x", x, channels=self.config.in_channels, size=self.config.image_size)
 
 
+class TimestepExperts(nn.Module):
+    """Two denoisers sharing one diffusion process, each for its own noise levels (the "expert denoisers" of
+    eDiff-I, Balaji et al. 2022): ``low`` for original timesteps t < ``below_t``, ``high`` for the rest.
+
+    Called like a UNet, ``model(x_t [N, C, H, W], t [N], y [N])``, and routed per sample, so samplers,
+    classifier-free and classifier guidance wrap it unchanged. ``config`` is ``high``'s; both must agree on
+    what the samplers and guidance read from it (image size, channels, classes, null class).
+    """
+
+    SHARED = ("image_size", "in_channels", "out_channels", "num_classes", "null_class")
+
+    def __init__(self, high: nn.Module, low: nn.Module, below_t: int):
+        super().__init__()
+        differ = [f for f in self.SHARED if getattr(high.config, f) != getattr(low.config, f)]
+        if differ:
+            raise SaliencyNoiseError(f"TimestepExperts: the two UNets differ in {differ}; both must share "
+                                     f"{self.SHARED}")
+        if below_t < 1:
+            raise SaliencyNoiseError(f"TimestepExperts: below_t must be >= 1, got {below_t}")
+        self.high, self.low, self.below_t = high, low, int(below_t)
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.high.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        is_low = t < self.below_t
+        if bool(is_low.all()):
+            return self.low(x, t, y=y)
+        if not bool(is_low.any()):
+            return self.high(x, t, y=y)
+        out = torch.empty((x.shape[0], self.config.out_channels, *x.shape[2:]), dtype=x.dtype, device=x.device)
+        for mask, model in ((is_low, self.low), (~is_low, self.high)):
+            out[mask] = model(x[mask], t[mask], y=None if y is None else y[mask])
+        return out
+
+
 def save_unet(model: UNet, path: str, extra_metadata: Mapping[str, str] | None = None) -> None:
     from .weights import config_to_metadata, save_tensors
 

@@ -26,7 +26,7 @@ import torchvision
 from saliency_lib.classifiers import load_noisy_classifier
 from saliency_lib.evaluate import NO_OBJECT_AREA, class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
-from saliency_lib.presets import load_tiny, with_ddpm_file
+from saliency_lib.presets import load_tiny, with_ddpm_file, with_low_noise_expert
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
@@ -36,6 +36,9 @@ GRID_COLUMNS = 16       # samples per class in the saved grids (one row per clas
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ddpm", type=Path, default=None, help="DDPM weights or training checkpoint (default: the preset's)")
+    p.add_argument("--low-noise-expert", type=Path, default=None,
+                   help="DDPM weights or training checkpoint that takes the timesteps t < --expert-below-t (History 15)")
+    p.add_argument("--expert-below-t", type=int, default=500)
     p.add_argument("--weights", default="0,1,2,3,5")
     p.add_argument("--classifier-scales", default="0",
                    help="classifier guidance scales s (needs a noise-aware classifier: the preset's or --noisy-classifier)")
@@ -54,6 +57,10 @@ def main() -> None:
         exported = a.grids / "sweep_ddpm.safetensors"
         export_weights(a.ddpm, exported)   # EMA weights of a training checkpoint (a weights file is copied)
         preset = with_ddpm_file(preset, exported)
+    if a.low_noise_expert is not None:
+        exported = a.grids / "sweep_low_noise_expert.safetensors"
+        export_weights(a.low_noise_expert, exported)
+        preset = with_low_noise_expert(preset, exported, a.expert_below_t)
     if a.noisy_classifier is not None:
         exported = a.grids / "sweep_noisy_classifier.safetensors"
         export_weights(a.noisy_classifier, exported)
@@ -87,7 +94,8 @@ def main() -> None:
         torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png",
                                      nrow=min(GRID_COLUMNS, a.n // k))
     if a.json:
-        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "noisy_classifier": str(a.noisy_classifier),
+        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": str(a.low_noise_expert),
+                                               "expert_below_t": a.expert_below_t, "noisy_classifier": str(a.noisy_classifier),
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed,
                                                "rows": rows}, indent=1).encode())
 

@@ -137,3 +137,33 @@ def test_with_ddpm_file_takes_the_files_unet_and_diffusion(tmp_path):
     save_tensors(tmp_path / "bare.safetensors", {"w": torch.zeros(1)}, {"note": json.dumps(1)})
     with pytest.raises(SaliencyNoiseError, match="diffusion_config"):
         with_ddpm_file(base, tmp_path / "bare.safetensors")
+
+
+def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
+    import json
+    import shutil
+
+    from saliency_lib.diffusion import DiffusionConfig
+    from saliency_lib.presets import TINY_DIR, load_tiny, with_low_noise_expert
+    from saliency_lib.unet import TimestepExperts
+
+    for f in TINY_DIR.glob("*.safetensors"):
+        shutil.copy(f, tmp_path / f.name)
+    manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    manifest.pop("ddpm_low_noise", None)
+    (tmp_path / "preset.json").write_text(json.dumps({**manifest, "ddpm_low_noise": {"file": manifest["ddpm"],
+                                                                                      "below_t": 400}}))
+    p = load_tiny(model_dir=tmp_path)
+    assert isinstance(p.unet, TimestepExperts) and p.unet.below_t == 400
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    base = load_tiny()
+    plain = base.unet.high if isinstance(base.unet, TimestepExperts) else base.unet
+    with torch.no_grad():   # the same file as both experts: the same outputs as the plain DDPM, at any t
+        torch.testing.assert_close(p.unet(x, torch.tensor([5, 900]), y), plain(x, torch.tensor([5, 900]), y=y))
+    # an expert trained for another diffusion process is refused
+    from saliency_lib.train import TrainConfig, export_weights, train_ddpm
+    train_ddpm(tmp_path / "run", TrainConfig(steps=1, batch_size=2, warmup=1), unet_cfg=plain.config,
+               diff_cfg=DiffusionConfig(prediction="v"), progress=False)
+    export_weights(tmp_path / "run" / "last.safetensors", tmp_path / "v.safetensors")
+    with pytest.raises(SaliencyNoiseError, match="one diffusion process"):
+        with_low_noise_expert(base, tmp_path / "v.safetensors", 500)

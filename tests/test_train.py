@@ -156,3 +156,21 @@ def test_rendering_on_the_training_device_gives_the_same_run(tmp_path):
     ta, _ = load_tensors(tmp_path / "a" / "last.safetensors")
     tb, _ = load_tensors(tmp_path / "b" / "last.safetensors")
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_timestep_range_draws_only_those_timesteps_and_leaves_the_default_draws_unchanged(tmp_path):
+    import pytest
+
+    from saliency_lib.train import ddpm_step_inputs
+
+    base = TrainConfig(batch_size=256, image_size=16, seed=3)
+    full = ddpm_step_inputs(2, base, 1000)
+    explicit = ddpm_step_inputs(2, TrainConfig(**{**base.__dict__, "t_max": 1000}), 1000)
+    torch.testing.assert_close(full["t"], explicit["t"])     # t_max 0 means T: the same draws as before
+    low = ddpm_step_inputs(2, TrainConfig(**{**base.__dict__, "t_min": 100, "t_max": 150}), 1000)
+    assert low["t"].min() >= 100 and low["t"].max() < 150 and len(low["t"].unique()) > 25
+    torch.testing.assert_close(low["x0"], full["x0"])        # only the timesteps change
+    for bad in ({"t_min": 500, "t_max": 500}, {"t_max": 1001}, {"t_min": -1}):
+        with pytest.raises(ValueError, match="t_min"):
+            train_ddpm(tmp_path / "x", TrainConfig(**{**base.__dict__, "steps": 1, **bad}), unet_cfg=TINY,
+                       progress=False)

@@ -114,3 +114,34 @@ def test_pt_checkpoint_loads_without_unpickling_code(tmp_path, small_unet):
     torch.save({"w": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError):
         load_unet(str(tmp_path / "evil.pt"), config=small_unet.config)
+
+
+def test_timestep_experts_route_each_sample_to_its_expert():
+    from saliency_lib.unet import TimestepExperts
+
+    cfg = UNetConfig(image_size=16, model_channels=32, out_channels=3, num_res_blocks=1, attention_resolutions=(8,),
+                     channel_mult=(1, 2), num_classes=4, num_head_channels=32, null_class=True)
+    torch.manual_seed(0)
+    high, low = UNet(cfg).eval(), UNet(cfg).eval()
+    with torch.no_grad():   # ADM zero-initialises the output layer: make the two experts' outputs differ
+        for m, scale in ((high, 0.02), (low, -0.03)):
+            for q in m.parameters():
+                q.add_(scale * torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())))
+    experts = TimestepExperts(high, low, below_t=300)
+    x = torch.randn(5, 3, 16, 16)
+    t, y = torch.tensor([0, 299, 300, 999, 150]), torch.tensor([0, 1, 2, 4, 3])
+    x_before = x.clone()
+    with torch.no_grad():
+        out, from_high, from_low = experts(x, t, y), high(x, t, y=y), low(x, t, y=y)
+    is_low = t < 300
+    torch.testing.assert_close(out[is_low], from_low[is_low])
+    torch.testing.assert_close(out[~is_low], from_high[~is_low])
+    assert not torch.allclose(from_low, from_high)        # the check above can tell the experts apart
+    assert torch.equal(x, x_before) and experts.config is high.config
+    with torch.no_grad():                                 # a batch of one noise level calls one expert only
+        torch.testing.assert_close(experts(x, torch.full((5,), 10), y), low(x, torch.full((5,), 10), y=y))
+    other = UNet(UNetConfig(**{**cfg.__dict__, "num_classes": 3}))
+    with pytest.raises(SaliencyNoiseError, match="num_classes"):
+        TimestepExperts(high, other, below_t=300)
+    with pytest.raises(SaliencyNoiseError, match="below_t"):
+        TimestepExperts(high, low, below_t=0)
