@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+import torchvision
 
 from saliency_lib import data
 from saliency_lib.evaluate import class_control, judge_probs
@@ -55,6 +56,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--grids", type=Path, default=None,
+                   help="save, per t and condition, the first 16 misread samples above their test images here")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -97,6 +100,11 @@ def main() -> None:
                    "source_kept": (pred == y).float().mean().item(), "no_object": cc.no_object.float().mean().item(),
                    "seconds": time.time() - t0}
             res["rows"].append(row)
+            if a.grids is not None:
+                wrong = cc.wrong.nonzero().flatten()[:16]
+                a.grids.mkdir(parents=True, exist_ok=True)
+                torchvision.utils.save_image((torch.cat([test.images[wrong], imgs[wrong]]) + 1) / 2,
+                                             a.grids / f"retention_t{row['t']}_{cond}.png", nrow=max(1, len(wrong)))
             print(f"t={row['t']:4d} {cond:4s}: judge accuracy on the conditioning class {row['judge_accuracy']:.3f}, "
                   f"original class kept {row['source_kept']:.3f}, no object {row['no_object']:.3f} "
                   f"({row['seconds']:.0f} s)", flush=True)
