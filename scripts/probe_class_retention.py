@@ -4,19 +4,21 @@
         --json data/models/tiny/class_retention/default.json
     python scripts/probe_class_retention.py --n 128 --starts 100,200,300,400,600 --conditions keep \
         --guidance 0 --classifier-scale 0 --json data/models/tiny/class_retention/keep_w0_s0.json
-    (likewise --guidance 4 --classifier-scale 0 and --guidance 0 --classifier-scale 5)
+    (likewise --guidance 4 --classifier-scale 0, --guidance 0 --classifier-scale 5, and --conditions null)
 
 Held-out ``test`` images, class-balanced (``data.make_batch(..., labels=...)``), are noised to x_t (Eq. 2 of Ho
 et al., one seeded eps) at an original timestep t and denoised with DDIM-50 from there (the respaced step nearest
 t), with the preset's default guidance (classifier-free w and classifier guidance s; ``--classifier-scale``
-overrides s). Two conditions per t:
+``--guidance`` and ``--classifier-scale`` override them). The conditions per t:
 
-- ``keep``: conditioned on the image's own class. The x_t still carries that class's shape, so a model that draws
-  the class well completes it; a drop below 1 as t grows shows where the model can no longer finish a shape that
-  the noisy start already held. At t = 999 this tends to the Gaussian-noise score of the Quality section.
+- ``keep``: conditioned on the image's own class. Label and start agree, so a model that knows the class's outline
+  finishes it; a drop below 1 as t grows shows where the model no longer does, once the noise hides the parts that
+  tell the class. At t = 999 this tends to the Gaussian-noise score of the Quality section.
 - ``swap``: conditioned on another class (the next one, cyclically). The judge's accuracy on the *new* class shows
   how late the class can still be changed, i.e. where it is decided; ``source_kept`` is how often the judge still
   reads the original class.
+- ``null``: the null class (no label; the unconditional branch of classifier-free guidance, so only with
+  ``--guidance 0 --classifier-scale 0``), scored against the image's own class: how much of ``keep`` the label does.
 
 It tells where a fine-tune or a noise-aware classifier (History 12) would have to act. Classifier guidance's
 classifier reads the class only below t of about 300-400.
@@ -48,7 +50,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps of the full chain")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance w (default: preset's)")
     p.add_argument("--classifier-scale", type=float, default=None, help="classifier guidance s (default: preset's)")
-    p.add_argument("--conditions", default="keep,swap", help="comma-separated: keep, swap")
+    p.add_argument("--conditions", default="keep,swap", help="comma-separated: keep, swap, null")
     p.add_argument("--ddpm", type=Path, default=None, help="DDPM weights or training checkpoint (default: the preset's)")
     p.add_argument("--low-noise-expert", type=Path, default=None,
                    help="DDPM weights or training checkpoint that takes the timesteps t < --expert-below-t")
@@ -72,10 +74,13 @@ def main() -> None:
     k = len(preset.class_names)
     y = torch.arange(a.n) % k
     test = data.make_batch("test", 0, a.n, labels=y)
-    targets = {"keep": y, "swap": (y + 1) % k}   # the image's own class, or the next one
+    # the image's own class, the next one, or no class (null: scored against the image's own class)
+    targets = {"keep": y, "swap": (y + 1) % k, "null": torch.full_like(y, k)}
     conditions = a.conditions.split(",")
     if not set(conditions) <= set(targets):
         p.error(f"--conditions: expected a comma-separated subset of {sorted(targets)}, got {a.conditions!r}")
+    if "null" in conditions and (a.guidance != 0 or a.classifier_scale != 0):
+        p.error("--conditions null samples the unconditional model: give --guidance 0 --classifier-scale 0")
     diffusion = preset.diffusion(Sampler("ddim", a.steps).respacing)
     model = preset.denoiser(a.guidance, a.classifier_scale)
     eps = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(a.seed))
@@ -93,7 +98,7 @@ def main() -> None:
             with torch.no_grad():
                 imgs = torch.cat([diffusion.sample(model, xb, yb, method="ddim", start_index=idx)
                                   for xb, yb in zip(x_t.split(64), target.split(64))])
-            cc = class_control(preset, imgs, target)
+            cc = class_control(preset, imgs, y if cond == "null" else target)
             pred = judge_probs(preset, imgs).argmax(1)
             row = {"t": int(diffusion.timestep_map[idx]), "condition": cond,
                    "judge_accuracy": cc.per_class_accuracy, "accuracy_by_class": cc.accuracy_by_class,
