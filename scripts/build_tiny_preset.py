@@ -5,7 +5,9 @@
         --judge-segmenter checkpoints/segmenter/model.safetensors \
         --guidance-weight 4 --noisy-classifier checkpoints/noisy_classifier/model.safetensors --classifier-scale 5
 
-builds the shipped preset (``--note`` records why this IG classifier: preset.json's ``note``).
+builds the shipped preset (``--note`` records why this IG classifier: preset.json's ``note``). ``--low-noise-expert``
+adds a DDPM for the low noise levels (History 15; none ships yet). Weights files in ``--out`` that the new
+preset.json does not name are removed.
 ``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).
 """
 
@@ -20,7 +22,7 @@ import torch
 
 from saliency_lib.classifiers import (ClassifierConfig, SmallResNet, load_classifier, load_noisy_classifier,
                                       load_segmenter, save_model)
-from saliency_lib.presets import TINY_DIR
+from saliency_lib.presets import TINY_DIR, load_ddpm_file, low_noise_experts
 from saliency_lib.train import export_weights
 from saliency_lib.unet import load_unet
 from saliency_lib.weights import atomic_write_bytes
@@ -43,6 +45,10 @@ def main() -> None:
                    help="noise-aware classifier for classifier guidance (train noisy-classifier; optional)")
     p.add_argument("--classifier-scale", type=float, default=0.0,
                    help="the preset's default classifier guidance scale s (needs --noisy-classifier)")
+    p.add_argument("--low-noise-expert", type=Path, default=None,
+                   help="DDPM training checkpoint of a low-noise expert (train ddpm --t-max; EMA exported), used for "
+                        "t < --expert-below-t (model card, History 15; optional)")
+    p.add_argument("--expert-below-t", type=int, default=500)
     a = p.parse_args()
     if a.classifier_scale and a.noisy_classifier is None:
         raise SystemExit("--classifier-scale > 0 needs --noisy-classifier")
@@ -68,12 +74,22 @@ def main() -> None:
         load_noisy_classifier(a.noisy_classifier)
         shutil.copyfile(a.noisy_classifier, a.out / "noisy_classifier.safetensors")
         extra = {"noisy_classifier": "noisy_classifier.safetensors", "classifier_scale": a.classifier_scale}
+    if a.low_noise_expert is not None:
+        export_weights(a.low_noise_expert, a.out / "ddpm_low_noise.safetensors")
+        low_noise_experts(unet, load_ddpm_file(a.out / "ddpm.safetensors")[1], a.out / "ddpm_low_noise.safetensors",
+                          a.expert_below_t)   # checks that the two fit together
+        extra["ddpm_low_noise"] = {"file": "ddpm_low_noise.safetensors", "below_t": a.expert_below_t}
     manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
                 "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",
                 "judge_segmenter": "judge_segmenter.safetensors", "note": a.note,
                 "ig": {"tv_weight": a.ig_tv_weight}, "guidance_weight": a.guidance_weight,
                 **extra}
     atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
+    shipped = {v for v in manifest.values() if isinstance(v, str) and v.endswith(".safetensors")}
+    shipped |= {manifest["ddpm_low_noise"]["file"]} if "ddpm_low_noise" in manifest else set()
+    for stale in sorted(f for f in a.out.glob("*.safetensors") if f.name not in shipped):
+        stale.unlink()   # a previous build's optional model, which this manifest does not name
+        print(f"removed {stale} (not in this build)")
     total = sum(f.stat().st_size for f in a.out.glob("*.safetensors"))
     print(f"wrote {a.out} ({total / 1e6:.1f} MB of weights)")
 
