@@ -126,6 +126,7 @@ class ClassControl:
     confusion: torch.Tensor        # [K, K] counts: row = target class, column = the judge's class
     areas: torch.Tensor            # [N] judge-segmented object area, as a fraction of the image
     wrong: torch.Tensor            # [N] bool: the judge reads another class than the target
+    predicted: torch.Tensor        # [N] the class the judge reads
 
     @property
     def accuracy_by_class(self) -> list[float]:
@@ -143,7 +144,8 @@ def class_control(preset: Preset, images: torch.Tensor, y: torch.Tensor) -> Clas
     k = len(preset.class_names)
     probs = judge_probs(preset, images)
     return ClassControl(per_class_accuracy=per_class_accuracy(probs, y, k), confusion=confusion_matrix(probs, y, k),
-                        areas=judge_masks(preset, images).float().flatten(1).mean(1), wrong=probs.argmax(1) != y)
+                        areas=judge_masks(preset, images).float().flatten(1).mean(1), wrong=probs.argmax(1) != y,
+                        predicted=probs.argmax(1))
 
 
 # ------------------------------------------------------------------------------------ layout protocol

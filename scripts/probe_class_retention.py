@@ -99,10 +99,9 @@ def main() -> None:
                 imgs = torch.cat([diffusion.sample(model, xb, yb, method="ddim", start_index=idx)
                                   for xb, yb in zip(x_t.split(64), target.split(64))])
             cc = class_control(preset, imgs, y if cond == "null" else target)
-            pred = judge_probs(preset, imgs).argmax(1)
             row = {"t": int(diffusion.timestep_map[idx]), "condition": cond,
                    "judge_accuracy": cc.per_class_accuracy, "accuracy_by_class": cc.accuracy_by_class,
-                   "source_kept": (pred == y).float().mean().item(), "no_object": cc.no_object.float().mean().item(),
+                   "source_kept": (cc.predicted == y).float().mean().item(), "no_object": cc.no_object.float().mean().item(),
                    "seconds": time.time() - t0}
             res["rows"].append(row)
             if a.grids is not None:

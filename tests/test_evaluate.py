@@ -121,3 +121,6 @@ def test_class_control_reads_true_classes_and_object_sizes_of_dataset_images():
     true_area = batch.masks.float().flatten(1).mean(1)
     assert (judged.areas - true_area).abs().mean() < 0.01 and not judged.no_object.any()
     assert (judged.no_object == (judged.areas < NO_OBJECT_AREA)).all()
+    assert torch.equal(judged.wrong, judged.predicted != batch.labels)
+    predicted_counts = torch.bincount(judged.predicted, minlength=8)
+    assert predicted_counts.tolist() == judged.confusion.sum(0).tolist()   # columns: the judge's classes
