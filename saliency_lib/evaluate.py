@@ -125,8 +125,13 @@ class ClassControl:
     per_class_accuracy: float      # mean over classes of the within-class accuracy on the target class
     confusion: torch.Tensor        # [K, K] counts: row = target class, column = the judge's class
     areas: torch.Tensor            # [N] judge-segmented object area, as a fraction of the image
-    wrong: torch.Tensor            # [N] bool: the judge reads another class than the target
+    target: torch.Tensor           # [N] the requested class
     predicted: torch.Tensor        # [N] the class the judge reads
+
+    @property
+    def wrong(self) -> torch.Tensor:
+        """[N] bool: the judge reads another class than the target."""
+        return self.predicted != self.target
 
     @property
     def accuracy_by_class(self) -> list[float]:
@@ -144,7 +149,7 @@ def class_control(preset: Preset, images: torch.Tensor, y: torch.Tensor) -> Clas
     k = len(preset.class_names)
     probs = judge_probs(preset, images)
     return ClassControl(per_class_accuracy=per_class_accuracy(probs, y, k), confusion=confusion_matrix(probs, y, k),
-                        areas=judge_masks(preset, images).float().flatten(1).mean(1), wrong=probs.argmax(1) != y,
+                        areas=judge_masks(preset, images).float().flatten(1).mean(1), target=y,
                         predicted=probs.argmax(1))
 
 

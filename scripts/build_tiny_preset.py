@@ -24,7 +24,6 @@ from saliency_lib.classifiers import (ClassifierConfig, SmallResNet, load_classi
                                       load_segmenter, save_model)
 from saliency_lib.presets import TINY_DIR, load_ddpm_file, low_noise_experts
 from saliency_lib.train import export_weights
-from saliency_lib.unet import load_unet
 from saliency_lib.weights import atomic_write_bytes
 
 
@@ -54,7 +53,7 @@ def main() -> None:
         raise SystemExit("--classifier-scale > 0 needs --noisy-classifier")
     a.out.mkdir(parents=True, exist_ok=True)
     export_weights(a.ddpm, a.out / "ddpm.safetensors")
-    unet = load_unet(str(a.out / "ddpm.safetensors"))  # check it loads
+    unet, diff_cfg = load_ddpm_file(a.out / "ddpm.safetensors")  # check it loads
     if a.guidance_weight and not unet.config.null_class:
         raise SystemExit("--guidance-weight > 0 needs a DDPM trained with a null class (label dropout)")
     if a.ig_classifier.startswith("untrained:"):
@@ -76,8 +75,7 @@ def main() -> None:
         extra = {"noisy_classifier": "noisy_classifier.safetensors", "classifier_scale": a.classifier_scale}
     if a.low_noise_expert is not None:
         export_weights(a.low_noise_expert, a.out / "ddpm_low_noise.safetensors")
-        low_noise_experts(unet, load_ddpm_file(a.out / "ddpm.safetensors")[1], a.out / "ddpm_low_noise.safetensors",
-                          a.expert_below_t)   # checks that the two fit together
+        low_noise_experts(unet, diff_cfg, a.out / "ddpm_low_noise.safetensors", a.expert_below_t)  # they fit together
         extra["ddpm_low_noise"] = {"file": "ddpm_low_noise.safetensors", "below_t": a.expert_below_t}
     manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
                 "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",

@@ -8,8 +8,8 @@
 
 Held-out ``test`` images, class-balanced (``data.make_batch(..., labels=...)``), are noised to x_t (Eq. 2 of Ho
 et al., one seeded eps) at an original timestep t and denoised with DDIM-50 from there (the respaced step nearest
-t), with the preset's default guidance (classifier-free w and classifier guidance s; ``--classifier-scale``
-``--guidance`` and ``--classifier-scale`` override them). The conditions per t:
+t), with the preset's default guidance (classifier-free w and classifier guidance s; ``--guidance`` and
+``--classifier-scale`` override them). The conditions per t:
 
 - ``keep``: conditioned on the image's own class. Label and start agree, so a model that knows the class's outline
   finishes it; a drop below 1 as t grows shows where the model no longer does, once the noise hides the parts that
@@ -46,7 +46,7 @@ from saliency_lib.weights import atomic_write_bytes
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=128, help="test images per t (class-balanced)")
-    p.add_argument("--starts", default="200,400,500,600,700,800,900", help="original timesteps to start at")
+    p.add_argument("--starts", default="100,200,300,400,500,600,700,800,900", help="original timesteps to start at")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps of the full chain")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance w (default: preset's)")
     p.add_argument("--classifier-scale", type=float, default=None, help="classifier guidance s (default: preset's)")
