@@ -10,7 +10,7 @@ One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps
 then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the
 conditioning class, its confusion matrix, the judge segmenter's mean object area (a check that guidance does not
 simply erase or inflate objects; also over the misread samples, and how many of those hold almost no object), and
-the CPU time per image; saves a grid per (w, s) under --grids, one row of 16 samples per class.
+the time per image (on --device); saves a grid per (w, s) under --grids, one row of 16 samples per class.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--grids", type=Path, default=Path("/tmp"))
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device to sample and judge on (cpu, cuda)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     preset = load_tiny()
@@ -65,8 +66,10 @@ def main() -> None:
         exported = a.grids / "sweep_noisy_classifier.safetensors"
         export_weights(a.noisy_classifier, exported)
         preset = dataclasses.replace(preset, noisy_classifier=load_noisy_classifier(exported))
+    preset = preset.to(a.device)   # every model; x_T is drawn on the CPU, so each device starts from the same batch
     k = len(preset.class_names)
     x_T, y = gaussian_class_batch(preset, a.n, a.seed)
+    y = y.to(a.device)
     Sampler.parse(a.sampler)   # a bad --sampler fails before any sampling
     rows = []
     grid = [(float(w), float(s)) for w in a.weights.split(",") for s in a.classifier_scales.split(",")]
@@ -96,7 +99,7 @@ def main() -> None:
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": str(a.low_noise_expert),
                                                "expert_below_t": a.expert_below_t, "noisy_classifier": str(a.noisy_classifier),
-                                               "sampler": a.sampler, "n": a.n, "seed": a.seed,
+                                               "sampler": a.sampler, "n": a.n, "seed": a.seed, "device": a.device,
                                                "rows": rows}, indent=1).encode())
 
 
