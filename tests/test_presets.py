@@ -167,3 +167,23 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
     export_weights(tmp_path / "run" / "last.safetensors", tmp_path / "v.safetensors")
     with pytest.raises(SaliencyNoiseError, match="one diffusion process"):
         with_low_noise_expert(base, tmp_path / "v.safetensors", 500)
+
+
+def test_shipped_tiny_preset_routes_low_noise_steps_to_its_own_expert():
+    """The shipped manifest's expert (History 16) is a separately trained UNet, and the preset's DDPM hands it the
+    steps below its threshold: its outputs there differ from the base UNet's, and equal the expert's."""
+    import json
+
+    from saliency_lib.presets import TINY_DIR, load_tiny
+    from saliency_lib.unet import TimestepExperts
+
+    manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    p = load_tiny()
+    assert isinstance(p.unet, TimestepExperts)
+    assert p.unet.below_t == manifest["ddpm_low_noise"]["below_t"] == 500
+    x, y = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 3, 8])  # 8: null
+    with torch.no_grad():
+        for t, expert in ((torch.tensor([10, 250, 499]), p.unet.low), (torch.tensor([500, 700, 999]), p.unet.high)):
+            torch.testing.assert_close(p.unet(x, t, y), expert(x, t, y=y))
+        t = torch.tensor([100, 300, 450])
+        assert (p.unet.low(x, t, y=y) - p.unet.high(x, t, y=y)).abs().max() > 1e-3   # not a copy of the base
