@@ -9,7 +9,7 @@
 # Writes to $OUT: full_ema.safetensors, lowt_ema.safetensors, train.log, evals.tar (JSONs, grids).
 # The run of History 16 (one H200, 16 CPU cores): FIT=5.25 EVAL_SECONDS=150 (2,609 and 2,577 steps, 8.3 steps per
 # second each; the DDPM-250 scores of full, lowt and shipped did not fit in EVAL_SECONDS). Then, on the same machine,
-# the expert alone, resumed with the plan extended to 6,000 steps and stopped on the clock at step 4,646 (12.4 steps
+# the expert alone, resumed with the plan extended to 6,000 steps and stopped on the clock at step 4,646 (12.3 steps
 # per second with 14 workers), exported, and shipped as data/models/tiny/ddpm_low_noise.safetensors:
 #   python -m saliency_lib.train ddpm --out checkpoints/experts/lowt --resume --steps 6000 --minutes 2.8 \
 #       --init data/models/tiny/ddpm.safetensors --unet '{"null_class": true}' --device cuda --workers 14 --threads 2 \
@@ -60,8 +60,7 @@ score() {   # name sampler [sweep_guidance args]
     timeout "$left" $PY scripts/sweep_guidance.py --device "$DEVICE" --weights 4 --classifier-scales 5 --n "$N" \
         --sampler "$sampler" --grids "/tmp/grids_$name" --json "$CK/evals/${name}_${sampler/:/}.json" "$@" \
         2>&1 | grep -E "judge per-class|misread" | sed "s/^/$name /"
-    cp "/tmp/grids_$name"/cfg_*.png "$CK/evals/" 2>/dev/null && for f in "/tmp/grids_$name"/cfg_*.png; do
-        mv "$CK/evals/$(basename "$f")" "$CK/evals/${name}_$(basename "$f")"; done
+    for f in "/tmp/grids_$name"/cfg_*.png; do [ -e "$f" ] && cp "$f" "$CK/evals/${name}_$(basename "$f")"; done
 }
 for sampler in ddim:50 ddpm:250; do
     score full_lowt "$sampler" --ddpm "$OUT/full_ema.safetensors" --low-noise-expert "$OUT/lowt_ema.safetensors"
