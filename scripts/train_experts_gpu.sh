@@ -16,6 +16,8 @@
 #       --render-on-device --batch-size 512 --lr 0.0002 --warmup 100 --label-dropout 0.15 --ema-decay 0.999 \
 #       --seed 71 --t-max 500 --checkpoint-minutes 1
 #   python -m saliency_lib.train export --from-ckpt checkpoints/experts/lowt/last.safetensors --out lowt2_ema.safetensors
+#   python scripts/sweep_guidance.py --device cuda --weights 4 --classifier-scales 5 --n 256 --sampler ddim:50 \
+#       --low-noise-expert lowt2_ema.safetensors --json shipped_lowt2_ddim50.json     # 0.816 (experts_gpu/)
 # Usage: OUT=runs/experts FIT=5.5 bash scripts/train_experts_gpu.sh      (DEVICE=cpu FIT=0.3 N=16 BATCH=8 WORKERS=1 for a smoke run)
 set -uo pipefail
 OUT=${OUT:-runs/experts}; DEVICE=${DEVICE:-cuda}; FIT=${FIT:-5.5}; N=${N:-256}; WORKERS=${WORKERS:-6}; BATCH=${BATCH:-512}
