@@ -17,7 +17,10 @@
 #       --seed 71 --t-max 500 --checkpoint-minutes 1
 #   python -m saliency_lib.train export --from-ckpt checkpoints/experts/lowt/last.safetensors --out lowt2_ema.safetensors
 #   python scripts/sweep_guidance.py --device cuda --weights 4 --classifier-scales 5 --n 256 --sampler ddim:50 \
-#       --low-noise-expert lowt2_ema.safetensors --json shipped_lowt2_ddim50.json     # 0.816 (experts_gpu/)
+#       --ddpm data/models/tiny/ddpm.safetensors --low-noise-expert lowt2_ema.safetensors \
+#       --json shipped_lowt2_ddim50.json     # 0.816 (experts_gpu/)
+# The scoring below passes --ddpm "$SHIPPED" (the base DDPM alone), so it scores the same models now that the
+# preset's default includes the expert (History 16) as it did when it ran.
 # Usage: OUT=runs/experts FIT=5.5 bash scripts/train_experts_gpu.sh      (DEVICE=cpu FIT=0.3 N=16 BATCH=8 WORKERS=1 for a smoke run)
 set -uo pipefail
 OUT=${OUT:-runs/experts}; DEVICE=${DEVICE:-cuda}; FIT=${FIT:-5.5}; N=${N:-256}; WORKERS=${WORKERS:-6}; BATCH=${BATCH:-512}
@@ -66,9 +69,9 @@ score() {   # name sampler [sweep_guidance args]
 }
 for sampler in ddim:50 ddpm:250; do
     score full_lowt "$sampler" --ddpm "$OUT/full_ema.safetensors" --low-noise-expert "$OUT/lowt_ema.safetensors"
-    score lowt "$sampler" --low-noise-expert "$OUT/lowt_ema.safetensors"
+    score lowt "$sampler" --ddpm "$SHIPPED" --low-noise-expert "$OUT/lowt_ema.safetensors"
     score full "$sampler" --ddpm "$OUT/full_ema.safetensors"
-    score shipped "$sampler"
+    score shipped "$sampler" --ddpm "$SHIPPED"
 done
 tar -C "$CK" -cf "$OUT/evals.tar" evals
 ls -la "$OUT"
