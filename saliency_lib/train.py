@@ -49,6 +49,9 @@ class TrainConfig:
     t_min: int = 0                    # DDPM only: training timesteps are drawn uniformly from [t_min, t_max),
     t_max: int = 0                    # t_max 0 meaning T (the default: every timestep). A range trains a
                                       # low-noise expert (eDiff-I, Balaji et al. 2022; model card, History 15)
+    autocast: str = "none"            # "bf16": forward and backward under torch.autocast(bfloat16) (weights, optimizer
+                                      # and the loss stay float32); "none": float32 throughout. Made for GPUs: on
+                                      # this project's CPU bf16 ran 2.5x slower (model card, History 17)
     seed: int = 0                     # seeds the init and every per-step draw
     image_size: int = 32              # dataset resolution
     checkpoint_minutes: float = 5.0   # wall-clock period of atomic checkpoints
@@ -60,6 +63,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -146,7 +152,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
                  loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
                  model_meta: dict[str, str], *, use_ema: bool, resume: bool, max_minutes: float | None,
                  progress: bool = True, device: str | torch.device = "cpu", workers: int = 0,
-                 fit_minutes: float | None = None) -> dict:
+                 fit_minutes: float | None = None, compile_model: bool = False) -> dict:
     """Optimise ``loss_fn(model, batch_fn(step))`` for ``cfg.steps`` steps with AdamW, checkpoints and resume.
 
     ``batch_fn(step)`` makes every random input of a step on the CPU from ``(cfg.seed, step)`` (so runs on
@@ -154,8 +160,13 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
     (fresh runs only) times the second half of the first ``cfg.warmup // 2`` steps (the first half absorbs
     start-up: worker processes, cuDNN autotuning) and then sets ``cfg.steps`` to what fits in that many
     minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config reproduces
-    the run.
+    the run. ``cfg.autocast`` runs the loss's forward (and so its backward) under ``torch.autocast``;
+    ``compile_model`` hands ``loss_fn`` a ``torch.compile``d view of the model (same parameters; checkpoints, EMA
+    and optimizer use the model itself). Both are for GPUs, where a small UNet's eager float32 step, not the
+    arithmetic, limits the rate (model card, History 16).
     """
+    if cfg.autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)}, got {cfg.autocast!r}")
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     if device.type == "cuda":   # fixed input shapes: let cuDNN pick the fastest convolution kernels
@@ -174,7 +185,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         tensors, meta = load_tensors(last)
         stored = TrainConfig(**json.loads(meta["train_config"]))   # fields added later take their defaults
         fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout",
-                 "min_snr_gamma", "t_min", "t_max", "seed", "image_size")
+                 "min_snr_gamma", "t_min", "t_max", "autocast", "seed", "image_size")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
@@ -188,6 +199,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         print(f"resumed from {last} at step {start}")
     from tqdm.auto import tqdm
 
+    forward = torch.compile(model) if compile_model else model   # shares model's parameters
+    autocast_dtype = AUTOCAST_DTYPES[cfg.autocast]
     probe = max(2, cfg.warmup // 2) if fit_minutes is not None else None
     t_probe = None
     horizon = start + 10_000_000 if fit_minutes is not None else cfg.steps
@@ -203,7 +216,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         model.train()
-        loss = loss_fn(model, inputs)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = loss_fn(forward, inputs).float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -311,10 +325,11 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
                diff_cfg: DiffusionConfig = TINY_DIFFUSION, resume: bool = False,
                max_minutes: float | None = None, progress: bool = True, device: str = "cpu",
                workers: int = 0, fit_minutes: float | None = None, init: Path | None = None,
-               render_on_device: bool = False) -> dict:
+               render_on_device: bool = False, compile_model: bool = False) -> dict:
     """Train the class-conditional DDPM (``init``: start from these exported weights, e.g. to fine-tune
     with label dropout for classifier-free guidance; ``render_on_device``: the workers draw the dataset's
-    parameters and the training device renders the images, see :func:`ddpm_step_inputs`)."""
+    parameters and the training device renders the images, see :func:`ddpm_step_inputs`; ``compile_model``:
+    see :func:`run_training`)."""
     if not 0 <= cfg.t_min < (cfg.t_max or diff_cfg.num_steps) <= diff_cfg.num_steps:
         raise ValueError(f"need 0 <= t_min < t_max <= T = {diff_cfg.num_steps} (t_max 0 means T), got "
                          f"t_min={cfg.t_min}, t_max={cfg.t_max}")
@@ -339,7 +354,7 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
                                  render=not render_on_device)
     return run_training(out, model, cfg, batch_fn, ddpm_loss_fn(diffusion, cfg.min_snr_gamma), meta,
                         use_ema=cfg.ema_decay > 0, resume=resume, max_minutes=max_minutes, progress=progress,
-                        device=device, workers=workers, fit_minutes=fit_minutes)
+                        device=device, workers=workers, fit_minutes=fit_minutes, compile_model=compile_model)
 
 
 # ----------------------------------------------------------------------------- noise-aware classifier
@@ -403,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--render-on-device", action="store_true",
                    help="ddpm, noisy-classifier: the workers draw the dataset's parameters, --device renders the "
                         "images (on a GPU, rendering in the workers limits the step rate)")
+    p.add_argument("--compile", action="store_true",
+                   help="ddpm: torch.compile the UNet's training forward (for GPUs; see run_training)")
     p.add_argument("--fit-minutes", type=float, default=None,
                    help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
     p.add_argument("--init", type=Path, default=None,
@@ -427,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         diff_cfg = dataclasses.replace(TINY_DIFFUSION, **(a.diffusion or {}))
         result = train_ddpm(a.out, TrainConfig(**overrides), unet_cfg=unet_cfg, diff_cfg=diff_cfg, resume=a.resume,
                             max_minutes=a.minutes, device=a.device, workers=a.workers, fit_minutes=a.fit_minutes,
-                            init=a.init, render_on_device=a.render_on_device)
+                            init=a.init, render_on_device=a.render_on_device, compile_model=a.compile)
     elif a.what == "noisy-classifier":
         result = train_noisy_classifier(a.out, TrainConfig(**{"steps": 4000, "batch_size": 128, "lr": 1e-3,
                                                               "warmup": 100, "weight_decay": 5e-4, "ema_decay": 0.0,

@@ -1,3 +1,4 @@
+import math
 
 import torch
 
@@ -174,3 +175,28 @@ def test_timestep_range_draws_only_those_timesteps_and_leaves_the_default_draws_
         with pytest.raises(ValueError, match="t_min"):
             train_ddpm(tmp_path / "x", TrainConfig(**{**base.__dict__, "steps": 1, **bad}), unet_cfg=TINY,
                        progress=False)
+
+
+def test_bf16_autocast_trains_is_recorded_and_cannot_change_on_resume(tmp_path):
+    import json
+
+    import pytest
+
+    cfg = TrainConfig(steps=2, batch_size=4, warmup=1, image_size=16, lr=1e-3)
+    bf16 = TrainConfig(**{**cfg.__dict__, "autocast": "bf16"})
+    train_ddpm(tmp_path / "fp32", cfg, unet_cfg=TINY, progress=False)
+    r = train_ddpm(tmp_path / "bf16", bf16, unet_cfg=TINY, progress=False)
+    assert r["step"] == 2 and all(math.isfinite(v) for v in r["history"])
+    ta, _ = load_tensors(tmp_path / "fp32" / "last.safetensors")
+    tb, mb = load_tensors(tmp_path / "bf16" / "last.safetensors")
+    assert json.loads(mb["train_config"])["autocast"] == "bf16"
+    # weights stay float32 and the two runs differ only by rounding (same data, init and draws)
+    assert all(tb[k].dtype == ta[k].dtype for k in ta)
+    moved = [k for k in ta if k.startswith("model.") and ta[k].is_floating_point() and not torch.equal(ta[k], tb[k])]
+    assert moved, "bf16 autocast changed nothing: it was not applied"
+    for k in moved:
+        torch.testing.assert_close(tb[k], ta[k], atol=2e-2, rtol=0, msg=k)
+    with pytest.raises(ValueError, match="autocast"):
+        train_ddpm(tmp_path / "bf16", cfg, unet_cfg=TINY, resume=True, progress=False)
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        train_ddpm(tmp_path / "x", TrainConfig(**{**cfg.__dict__, "autocast": "fp8"}), unet_cfg=TINY, progress=False)
