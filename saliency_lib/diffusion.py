@@ -171,12 +171,24 @@ class GaussianDiffusion:
     # ---------------------------------------------------------------- constructors
     @classmethod
     def from_config(cls, config: DiffusionConfig, respacing: str | Sequence[int] | None = None) -> "GaussianDiffusion":
-        base = get_beta_schedule(config.schedule, config.num_steps)
+        """The process of ``config``, respaced by :func:`space_timesteps` (``"ddim50"``, ``"250"``, section counts)
+        or not at all (``None``)."""
         kept = space_timesteps(config.num_steps, respacing) if respacing not in (None, "") else None
+        return cls.at_timesteps(config, kept)
+
+    @classmethod
+    def at_timesteps(cls, config: DiffusionConfig, timesteps: Sequence[int] | None = None) -> "GaussianDiffusion":
+        """The process of ``config`` kept at exactly these original timesteps (strictly increasing, in [0, T);
+        ``None``: all of them), for step sequences :func:`space_timesteps` does not make (e.g. DDIM's quadratic one)."""
+        base = get_beta_schedule(config.schedule, config.num_steps)
         kw = dict(learn_sigma=config.learn_sigma, fixed_variance=config.fixed_variance,
                   clip_denoised=config.clip_denoised, prediction=config.prediction)
-        if kept is None:
+        if timesteps is None:
             return cls(base, **kw)
+        kept = [int(t) for t in timesteps]
+        if not kept or kept[0] < 0 or kept[-1] >= config.num_steps or any(b <= a for a, b in zip(kept, kept[1:])):
+            raise SaliencyNoiseError(f"timesteps must be strictly increasing and in [0, {config.num_steps}), got "
+                                     f"{kept[:5]}{' ...' if len(kept) > 5 else ''} ({len(kept)} steps)")
         return cls(respace_betas(base, kept), timestep_map=kept, **kw)
 
     @classmethod

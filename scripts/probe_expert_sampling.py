@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from saliency_lib.diffusion import GaussianDiffusion, get_beta_schedule, respace_betas
+from saliency_lib.diffusion import GaussianDiffusion
 from saliency_lib.evaluate import class_control, gaussian_class_batch
 from saliency_lib.presets import Preset, load_tiny
 from saliency_lib.unet import TimestepExperts
@@ -64,14 +64,6 @@ class AutoguidedExperts(nn.Module):
         return out
 
 
-def respaced(preset: Preset, timesteps: list[int]) -> GaussianDiffusion:
-    """The preset's process kept at exactly these original timesteps (sorted, distinct)."""
-    c = preset.diffusion_config
-    return GaussianDiffusion(respace_betas(get_beta_schedule(c.schedule, c.num_steps), timesteps),
-                             timestep_map=timesteps, fixed_variance=c.fixed_variance, clip_denoised=c.clip_denoised,
-                             prediction=c.prediction)
-
-
 def quadratic_timesteps(num_steps: int, count: int) -> list[int]:
     return sorted({int(v) for v in np.linspace(0, np.sqrt(num_steps * 0.8), count) ** 2})
 
@@ -90,8 +82,9 @@ PROBES: dict[str, Callable[[Preset], tuple[Preset, GaussianDiffusion]]] = {
     "default": lambda p: (p, p.diffusion("ddim50")),
     "below400": lambda p: (with_boundary(p, 400), p.diffusion("ddim50")),
     "below600": lambda p: (with_boundary(p, 600), p.diffusion("ddim50")),
-    "quadratic": lambda p: (p, respaced(p, quadratic_timesteps(p.diffusion_config.num_steps, 50))),
-    "dense-low": lambda p: (p, respaced(p, dense_low_timesteps(30, 20))),
+    "quadratic": lambda p: (p, GaussianDiffusion.at_timesteps(
+        p.diffusion_config, quadratic_timesteps(p.diffusion_config.num_steps, 50))),
+    "dense-low": lambda p: (p, GaussianDiffusion.at_timesteps(p.diffusion_config, dense_low_timesteps(30, 20))),
     "autoguide1": lambda p: (dataclasses.replace(p, unet=AutoguidedExperts(p.unet, 1.0)), p.diffusion("ddim50")),
     "autoguide2": lambda p: (dataclasses.replace(p, unet=AutoguidedExperts(p.unet, 2.0)), p.diffusion("ddim50")),
 }

@@ -183,3 +183,20 @@ def test_min_snr_weight_for_v_prediction_and_bad_prediction():
     torch.testing.assert_close(d.min_snr_weight(t, 5.0), (snr.clamp(max=5.0) / (snr + 1)).float())
     with pytest.raises(SaliencyNoiseError, match="prediction"):
         GaussianDiffusion.from_config(DiffusionConfig(prediction="x0"))
+
+
+def test_explicit_timesteps_give_the_respaced_process_and_reject_bad_sequences():
+    cfg = DiffusionConfig()
+    by_name = GaussianDiffusion.from_config(cfg, "ddim50")
+    explicit = GaussianDiffusion.at_timesteps(cfg, space_timesteps(1000, "ddim50"))
+    np.testing.assert_array_equal(explicit.timestep_map, by_name.timestep_map)
+    np.testing.assert_allclose(explicit.betas, by_name.betas, rtol=0, atol=0)
+    np.testing.assert_allclose(GaussianDiffusion.at_timesteps(cfg).betas, GaussianDiffusion.from_config(cfg).betas)
+    # a sequence no respacing string makes: dense at low noise, its abar_t are the original process's
+    uneven = [0, 3, 12, 27, 48, 300, 799]
+    d = GaussianDiffusion.at_timesteps(cfg, uneven)
+    full = GaussianDiffusion.from_config(cfg)
+    np.testing.assert_allclose(d.alphas_cumprod, full.alphas_cumprod[uneven], rtol=1e-12)
+    for bad in ([], [5, 3], [0, 0, 1], [-1, 4], [0, 1000]):
+        with pytest.raises(SaliencyNoiseError, match="strictly increasing"):
+            GaussianDiffusion.at_timesteps(cfg, bad)
