@@ -13,8 +13,9 @@
 #      w = 4, s = 5), DDIM-50 then DDPM-250, and the shipped expert on DDIM-50 as the same-device baseline.
 # Writes to $OUT: lowt3_ema.safetensors, variants.log, train.log, and the score JSONs; $CK keeps the checkpoint and
 # the exported expert between calls. PHASES picks the steps, so that a run fits the device tool's 10 minutes per
-# command (and its 15 per session, machine start included): first PHASES="probe train" FIT=5.5 (about 8.5 minutes),
-# then, on the still-warm machine, PHASES=score (about 3).
+# command (and its 15 per session, machine start included): first PHASES="probe train" FIT=5.5 (estimated
+# 8.5 minutes from History 16's start-up and scoring times; not yet timed), then, on the still-warm machine,
+# PHASES=score (estimated 3).
 # Usage: OUT=runs/expert3 PHASES="probe train" FIT=5.5 bash scripts/train_expert_fast_gpu.sh
 #        OUT=runs/expert3 PHASES=score bash scripts/train_expert_fast_gpu.sh
 #        (DEVICE=cpu FIT=0.2 N=16 BATCH=8 WORKERS=1 VARIANTS=none: for a smoke run of the script's plumbing)
