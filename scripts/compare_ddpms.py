@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--grids", type=Path, default=Path("/tmp"))
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
+    a.grids.mkdir(parents=True, exist_ok=True)   # grids (and exported weights) go here
     samplers = [Sampler.parse(s) for s in a.samplers.split(",")]
     torch.set_num_threads(a.threads)
     preset = load_tiny().to(a.device)

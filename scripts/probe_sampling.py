@@ -131,6 +131,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
+    a.grids.mkdir(parents=True, exist_ok=True)   # grids (and exported weights) go here
     torch.set_num_threads(a.threads)
     preset = load_tiny()
     table = probes(preset)

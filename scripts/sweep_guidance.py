@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="torch device to sample and judge on (cpu, cuda)")
     a = p.parse_args()
+    a.grids.mkdir(parents=True, exist_ok=True)   # grids (and exported weights) go here
     torch.set_num_threads(a.threads)
     preset = load_tiny()
     if a.ddpm is not None:
