@@ -203,7 +203,14 @@ def with_ddpm_file(preset: Preset, path: str | os.PathLike) -> Preset:
 def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os.PathLike,
                       below_t: int) -> TimestepExperts:
     """The DDPM ``high`` (trained for ``diff_cfg``) with the UNet in ``path`` taking the timesteps t < ``below_t``
-    (a low-noise expert, :class:`~saliency_lib.unet.TimestepExperts`, trained with ``train ddpm --t-max``)."""
+    (a low-noise expert, :class:`~saliency_lib.unet.TimestepExperts`, trained with ``train ddpm --t-max``).
+
+    Experts stack: the new expert always takes every t < ``below_t``. When ``high`` already hands t < t_0 to an
+    expert and ``below_t`` < t_0, that expert keeps [below_t, t_0) (so experts are added from high to low noise,
+    e.g. one for [200, 500) with below_t 500, then one for [0, 200) with below_t 200); when ``below_t`` >= t_0 the
+    new expert covers all of its range and replaces it."""
+    while isinstance(high, TimestepExperts) and below_t >= high.below_t:
+        high = high.high   # the previous expert would never be called: drop it
     low, low_cfg = load_ddpm_file(path)
     if low_cfg != diff_cfg:
         raise SaliencyNoiseError(f"{path}: the expert was trained for {low_cfg}, the DDPM for {diff_cfg}; they "
@@ -228,9 +235,14 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                                  "ships them under data/models/tiny")
     manifest = json.loads(manifest_path.read_text())
     unet, diff_cfg = load_ddpm_file(d / manifest["ddpm"])
-    if "ddpm_low_noise" in manifest:   # {"file": ..., "below_t": ...}: a low-noise expert (History 15)
-        expert = manifest["ddpm_low_noise"]
-        unet = low_noise_experts(unet, diff_cfg, d / expert["file"], int(expert["below_t"]))
+    experts = manifest.get("ddpm_low_noise", [])   # {"file": ..., "below_t": ...}: a low-noise expert (History 15),
+    experts = [experts] if isinstance(experts, dict) else experts   # or a chain of them, by decreasing below_t
+    thresholds = [int(e["below_t"]) for e in experts]
+    if any(a <= b for a, b in zip(thresholds, thresholds[1:])):
+        raise SaliencyNoiseError(f"{manifest_path}: the ddpm_low_noise experts must have decreasing below_t (each "
+                                 f"takes the noise levels below the previous one's), got {thresholds}")
+    for expert, below_t in zip(experts, thresholds):
+        unet = low_noise_experts(unet, diff_cfg, d / expert["file"], below_t)
     classifier = load_classifier(d / manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,

@@ -8,7 +8,8 @@
 
 builds the shipped preset (``--note`` records why this IG classifier: preset.json's ``note``). ``--low-noise-expert``
 adds a DDPM for the low noise levels (the manifest's ``ddpm_low_noise``; shipped since History 16, where
-``scripts/train_experts_gpu.sh`` trained it). Weights files in ``--out`` that the new preset.json does not name are
+``scripts/train_experts_gpu.sh`` trained it); repeated, with decreasing ``--expert-below-t``, a chain of experts
+(a list in the manifest). Weights files in ``--out`` that the new preset.json does not name are
 removed.
 ``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).
 """
@@ -46,10 +47,12 @@ def main() -> None:
                    help="noise-aware classifier for classifier guidance (train noisy-classifier; optional)")
     p.add_argument("--classifier-scale", type=float, default=0.0,
                    help="the preset's default classifier guidance scale s (needs --noisy-classifier)")
-    p.add_argument("--low-noise-expert", type=Path, default=None,
+    p.add_argument("--low-noise-expert", type=Path, action="append", default=[],
                    help="DDPM training checkpoint of a low-noise expert (train ddpm --t-max; EMA exported), used for "
-                        "t < --expert-below-t (model card, History 15; optional)")
-    p.add_argument("--expert-below-t", type=int, default=500)
+                        "t < --expert-below-t (model card, History 15; optional); repeat it, each with its own "
+                        "--expert-below-t, decreasing, for a chain of experts")
+    p.add_argument("--expert-below-t", type=int, action="append", default=[],
+                   help="one per --low-noise-expert, in the same order (default: 500 for a single expert)")
     a = p.parse_args()
     if a.classifier_scale and a.noisy_classifier is None:
         raise SystemExit("--classifier-scale > 0 needs --noisy-classifier")
@@ -75,10 +78,18 @@ def main() -> None:
         load_noisy_classifier(a.noisy_classifier)
         shutil.copyfile(a.noisy_classifier, a.out / "noisy_classifier.safetensors")
         extra = {"noisy_classifier": "noisy_classifier.safetensors", "classifier_scale": a.classifier_scale}
-    if a.low_noise_expert is not None:
-        export_weights(a.low_noise_expert, a.out / "ddpm_low_noise.safetensors")
-        low_noise_experts(unet, diff_cfg, a.out / "ddpm_low_noise.safetensors", a.expert_below_t)  # they fit together
-        extra["ddpm_low_noise"] = {"file": "ddpm_low_noise.safetensors", "below_t": a.expert_below_t}
+    below_ts = a.expert_below_t or ([500] if len(a.low_noise_expert) == 1 else [])
+    if len(below_ts) != len(a.low_noise_expert) or below_ts != sorted(set(below_ts), reverse=True):
+        raise SystemExit(f"give one --expert-below-t per --low-noise-expert, decreasing; got {below_ts} for "
+                         f"{len(a.low_noise_expert)} experts")
+    experts = []
+    for i, (expert, below_t) in enumerate(zip(a.low_noise_expert, below_ts)):
+        name = "ddpm_low_noise.safetensors" if i == 0 else f"ddpm_low_noise_{i + 1}.safetensors"
+        export_weights(expert, a.out / name)
+        unet = low_noise_experts(unet, diff_cfg, a.out / name, below_t)   # they fit together
+        experts.append({"file": name, "below_t": below_t})
+    if experts:   # one expert: a dict, as since History 16; a chain: the list, applied in order by load_tiny
+        extra["ddpm_low_noise"] = experts[0] if len(experts) == 1 else experts
     manifest = {"ddpm": "ddpm.safetensors", "ig_classifier": "ig_classifier.safetensors",
                 "ig_classifier_source": a.ig_classifier, "judge_classifier": "judge_classifier.safetensors",
                 "judge_segmenter": "judge_segmenter.safetensors", "note": a.note,
@@ -86,7 +97,7 @@ def main() -> None:
                 **extra}
     atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
     shipped = {v for v in manifest.values() if isinstance(v, str) and v.endswith(".safetensors")}
-    shipped |= {manifest["ddpm_low_noise"]["file"]} if "ddpm_low_noise" in manifest else set()
+    shipped |= {e["file"] for e in experts}
     for stale in sorted(f for f in a.out.glob("*.safetensors") if f.name not in shipped):
         stale.unlink()   # a previous build's optional model, which this manifest does not name
         print(f"removed {stale} (not in this build)")

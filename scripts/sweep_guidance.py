@@ -36,9 +36,11 @@ GRID_COLUMNS = 16       # samples per class in the saved grids (one row per clas
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ddpm", type=Path, default=None, help="DDPM weights or training checkpoint (default: the preset's)")
-    p.add_argument("--low-noise-expert", type=Path, default=None,
-                   help="DDPM weights or training checkpoint that takes the timesteps t < --expert-below-t (History 15)")
-    p.add_argument("--expert-below-t", type=int, default=500)
+    p.add_argument("--low-noise-expert", type=Path, action="append", default=[],
+                   help="DDPM weights or training checkpoint that takes the timesteps t < --expert-below-t (History 15); "
+                        "repeat it (each with its own --expert-below-t, decreasing) to stack experts")
+    p.add_argument("--expert-below-t", type=int, action="append", default=[],
+                   help="one per --low-noise-expert, in the same order (default: 500 for a single expert)")
     p.add_argument("--weights", default="0,1,2,3,5")
     p.add_argument("--classifier-scales", default="0",
                    help="classifier guidance scales s (needs a noise-aware classifier: the preset's or --noisy-classifier)")
@@ -59,10 +61,13 @@ def main() -> None:
         exported = a.grids / "sweep_ddpm.safetensors"
         export_weights(a.ddpm, exported)   # EMA weights of a training checkpoint (a weights file is copied)
         preset = with_ddpm_file(preset, exported)
-    if a.low_noise_expert is not None:
-        exported = a.grids / "sweep_low_noise_expert.safetensors"
-        export_weights(a.low_noise_expert, exported)
-        preset = with_low_noise_expert(preset, exported, a.expert_below_t)
+    below_ts = a.expert_below_t or ([500] if len(a.low_noise_expert) == 1 else [])
+    if len(below_ts) != len(a.low_noise_expert):
+        p.error(f"give one --expert-below-t per --low-noise-expert ({len(a.low_noise_expert)}), got {len(below_ts)}")
+    for i, (expert, below_t) in enumerate(zip(a.low_noise_expert, below_ts)):
+        exported = a.grids / f"sweep_low_noise_expert_{i}.safetensors"
+        export_weights(expert, exported)
+        preset = with_low_noise_expert(preset, exported, below_t)
     if a.noisy_classifier is not None:
         exported = a.grids / "sweep_noisy_classifier.safetensors"
         export_weights(a.noisy_classifier, exported)
@@ -98,8 +103,8 @@ def main() -> None:
         torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png",
                                      nrow=min(GRID_COLUMNS, a.n // k))
     if a.json:
-        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": str(a.low_noise_expert),
-                                               "expert_below_t": a.expert_below_t, "noisy_classifier": str(a.noisy_classifier),
+        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(e) for e in a.low_noise_expert],
+                                               "expert_below_t": below_ts, "noisy_classifier": str(a.noisy_classifier),
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed, "device": a.device,
                                                "rows": rows}, indent=1).encode())
 

@@ -11,17 +11,22 @@
 #      planned by --fit-minutes $FIT (batch 512, AdamW lr 1e-4, warm-up 100, cosine, label dropout 0.15, EMA 0.999);
 #   3. scores the preset with the new expert on $DEVICE (sweep_guidance.py: the Quality rows' 256 samples, seed 0,
 #      w = 4, s = 5), DDIM-50 then DDPM-250, and the shipped expert on DDIM-50 as the same-device baseline.
-# Writes to $OUT: lowt3_ema.safetensors, variants.log, train.log, and the score JSONs; $CK keeps the checkpoint and
+# With MID=1 (History 18) a second fine-tune of the shipped expert runs beside it on [MID_T, 500) only (default
+# MID_T 200; the two share the GPU and the workers), and the scores add the chain: the base DDPM for t >= 500, mid
+# for [MID_T, 500), lowt3 below MID_T (DDIM-50).
+# Writes to $OUT: lowt3_ema.safetensors (and mid_ema.safetensors), variants.log, train_<run>.log, and the score
+# JSONs; $CK keeps the checkpoints and
 # the exported expert between calls. PHASES picks the steps, so that a run fits the device tool's 10 minutes per
 # command (and its 15 per session, machine start included): first PHASES="probe train" FIT=5.5 (estimated
 # 8.5 minutes from History 16's start-up and scoring times; not yet timed), then, on the still-warm machine,
 # PHASES=score (estimated 3).
 # Usage: OUT=runs/expert3 PHASES="probe train" FIT=5.5 bash scripts/train_expert_fast_gpu.sh
 #        OUT=runs/expert3 PHASES=score bash scripts/train_expert_fast_gpu.sh
+#        (History 18's recommendation: MID=1 FIT=5 for the first call, whose extra score then fits the second)
 #        (DEVICE=cpu FIT=0.2 N=16 BATCH=8 WORKERS=1 VARIANTS=none: for a smoke run of the script's plumbing)
 set -uo pipefail
 OUT=${OUT:-runs/expert3}; DEVICE=${DEVICE:-cuda}; FIT=${FIT:-5.5}; PHASES=${PHASES:-"probe train score"}; N=${N:-256}; WORKERS=${WORKERS:-14}
-BATCH=${BATCH:-512}; PY=${PY:-python3}; CK=${CK:-checkpoints/expert3}
+BATCH=${BATCH:-512}; PY=${PY:-python3}; CK=${CK:-checkpoints/expert3}; MID=${MID:-0}; MID_T=${MID_T:-200}
 VARIANTS=${VARIANTS:-"none: bf16: bf16:--compile"}   # autocast:extra-flags; the first that runs fastest trains
 mkdir -p "$OUT" "$CK"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
@@ -55,29 +60,47 @@ echo "chosen: autocast=${best%%:*} ${best#*:} ($best_ms ms/step in the probe)" |
 fi
 
 if has train; then
-# 2. the fine-tune (with the probe's choice; float32 eager without one)
+# 2. the fine-tune (with the probe's choice; float32 eager without one); with MID=1 a second one beside it: the
+#    shipped expert fine-tuned on [MID_T, 500) only, the middle expert of a chain (History 18)
 best=$(cat "$VARIANT_FILE" 2>/dev/null || echo "none:")
 amp=${best%%:*}; extra=${best#*:}
 echo "training with autocast=$amp ${extra:-eager}"
-rm -rf "$CK/lowt3"
+rm -rf "$CK/lowt3" "$CK/mid"
+if [ "$MID" = 1 ]; then
+    half=(--workers $(( (WORKERS + 1) / 2 )))   # the two runs share the CPU workers
+    $PY -m saliency_lib.train ddpm --out "$CK/mid" --seed 92 --t-min "$MID_T" --autocast "$amp" $extra \
+        --fit-minutes "$FIT" --checkpoint-minutes 2 "${common[@]}" "${half[@]}" > "$CK/mid.log" 2>&1 &
+    mid_pid=$!
+else
+    half=()
+fi
 $PY -m saliency_lib.train ddpm --out "$CK/lowt3" --seed 91 --autocast "$amp" $extra --fit-minutes "$FIT" \
-    --checkpoint-minutes 2 "${common[@]}" > "$CK/lowt3.log" 2>&1
+    --checkpoint-minutes 2 "${common[@]}" "${half[@]}" > "$CK/lowt3.log" 2>&1
 echo "lowt3: exit $?"
-$PY -m saliency_lib.train export --from-ckpt "$CK/lowt3/last.safetensors" --out "$CK/lowt3_ema.safetensors"
-cp "$CK/lowt3_ema.safetensors" "$OUT/"
-tr '\r' '\n' < "$CK/lowt3.log" | grep -v '^\s*$' | tail -n 40 > "$OUT/train.log"
-tail -n 3 "$OUT/train.log"
+runs=(lowt3)
+if [ "$MID" = 1 ]; then wait "$mid_pid"; echo "mid: exit $?"; runs+=(mid); fi
+for run in "${runs[@]}"; do
+    $PY -m saliency_lib.train export --from-ckpt "$CK/$run/last.safetensors" --out "$CK/${run}_ema.safetensors"
+    cp "$CK/${run}_ema.safetensors" "$OUT/"
+    tr '\r' '\n' < "$CK/$run.log" | grep -v '^\s*$' | tail -n 40 > "$OUT/train_$run.log"
+    tail -n 3 "$OUT/train_$run.log"
+done
 fi
 
 # 3. scores (the base DDPM passed explicitly, so that the preset's shipped expert is replaced, not stacked)
-score() {   # name sampler expert
-    $PY scripts/sweep_guidance.py --device "$DEVICE" --weights 4 --classifier-scales 5 --n "$N" --sampler "$2" \
-        --ddpm "$SHIPPED" --low-noise-expert "$3" --grids "$CK" --json "$OUT/${1}_${2/:/}.json" \
-        2>&1 | grep -E "judge per-class|misread" | sed "s/^/$1 $2 /"
+score() {   # name sampler, then sweep_guidance's expert flags
+    local name=$1 sampler=$2; shift 2
+    $PY scripts/sweep_guidance.py --device "$DEVICE" --weights 4 --classifier-scales 5 --n "$N" --sampler "$sampler" \
+        --ddpm "$SHIPPED" "$@" --grids "$CK" --json "$OUT/${name}_${sampler/:/}.json" \
+        2>&1 | grep -E "judge per-class|misread" | sed "s/^/$name $sampler /"
 }
 if has score; then
-score lowt3 ddim:50 "$CK/lowt3_ema.safetensors"
-score lowt3 ddpm:250 "$CK/lowt3_ema.safetensors"
-score lowt2 ddim:50 "$EXPERT"
+score lowt3 ddim:50 --low-noise-expert "$CK/lowt3_ema.safetensors"
+if [ -f "$CK/mid_ema.safetensors" ]; then   # the chain: mid for [MID_T, 500), lowt3 below MID_T
+    score chain ddim:50 --low-noise-expert "$CK/mid_ema.safetensors" --expert-below-t 500 \
+        --low-noise-expert "$CK/lowt3_ema.safetensors" --expert-below-t "$MID_T"
+fi
+score lowt3 ddpm:250 --low-noise-expert "$CK/lowt3_ema.safetensors"
+score lowt2 ddim:50 --low-noise-expert "$EXPERT"
 fi
 ls -la "$OUT"

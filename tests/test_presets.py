@@ -187,3 +187,50 @@ def test_shipped_tiny_preset_routes_low_noise_steps_to_its_own_expert():
             torch.testing.assert_close(p.unet(x, t, y), expert(x, t, y=y))
         t = torch.tensor([100, 300, 450])
         assert (p.unet.low(x, t, y=y) - p.unet.high(x, t, y=y)).abs().max() > 1e-3   # not a copy of the base
+
+
+def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(tmp_path):
+    """A second expert with a lower threshold takes the lowest noise levels and leaves the first its band (eDiff-I's
+    chain of experts); one whose range covers an existing expert's replaces it (that one would never be called);
+    the manifest takes a list, applied in order."""
+    import dataclasses
+    import json
+    import shutil
+
+    from saliency_lib.presets import TINY_DIR, load_tiny, with_low_noise_expert
+    from saliency_lib.unet import TimestepExperts
+
+    p = load_tiny()
+    base, expert = p.unet.high, p.unet.low   # the shipped DDPM and its expert for t < 500
+    base_file = TINY_DIR / "ddpm.safetensors"
+    stacked = with_low_noise_expert(p, base_file, 200).unet   # [0, 200): a copy of the base, [200, 500): the expert
+    assert isinstance(stacked.high, TimestepExperts) and (stacked.below_t, stacked.high.below_t) == (200, 500)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 2, 5, 8])
+    with torch.no_grad():
+        for t, owner in ((torch.tensor([0, 50, 150, 199]), base), (torch.tensor([200, 300, 420, 499]), expert),
+                         (torch.tensor([500, 650, 800, 999]), base)):
+            torch.testing.assert_close(stacked(x, t, y), owner(x, t, y=y))
+        mixed = torch.tensor([100, 300, 700, 250])   # one call routes each sample to its own expert
+        want = torch.cat([m(x[i:i + 1], mixed[i:i + 1], y=y[i:i + 1]) for i, m in enumerate((base, expert, base, expert))])
+        torch.testing.assert_close(stacked(x, mixed, y), want)
+    # a new expert for t < 600 covers both earlier ones: they are dropped, not stacked beneath it
+    replaced = with_low_noise_expert(dataclasses.replace(p, unet=stacked), base_file, 600).unet
+    assert replaced.below_t == 600 and replaced.high is base
+    # the manifest's list form builds the same chain
+    for f in TINY_DIR.glob("*.safetensors"):
+        shutil.copy(f, tmp_path / f.name)
+    manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    manifest["ddpm_low_noise"] = [{"file": "ddpm_low_noise.safetensors", "below_t": 500},
+                                  {"file": "ddpm.safetensors", "below_t": 200}]
+    (tmp_path / "preset.json").write_text(json.dumps(manifest))
+    chain = load_tiny(model_dir=tmp_path).unet
+    assert (chain.below_t, chain.high.below_t) == (200, 500)
+    with torch.no_grad():
+        t = torch.tensor([100, 300, 700, 250])
+        torch.testing.assert_close(chain(x, t, y), stacked(x, t, y))
+    # a list out of order would silently drop an expert: refused
+    manifest["ddpm_low_noise"].reverse()
+    (tmp_path / "preset.json").write_text(json.dumps(manifest))
+    with pytest.raises(SaliencyNoiseError, match="decreasing below_t"):
+        load_tiny(model_dir=tmp_path)
