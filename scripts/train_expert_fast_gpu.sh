@@ -20,9 +20,11 @@
 # command (and its 15 per session, machine start included): first PHASES="probe train" FIT=5.5 (estimated
 # 8.5 minutes from History 16's start-up and scoring times; not yet timed), then, on the still-warm machine,
 # PHASES=score (estimated 3).
-# Usage: OUT=runs/expert3 PHASES="probe train" FIT=5.5 bash scripts/train_expert_fast_gpu.sh
-#        OUT=runs/expert3 PHASES=score bash scripts/train_expert_fast_gpu.sh
+# Usage: PHASES="probe train" FIT=5.5 bash scripts/train_expert_fast_gpu.sh
+#        PHASES=score bash scripts/train_expert_fast_gpu.sh
 #        (History 18's recommendation: MID=1 FIT=5 for the first call, whose extra score then fits the second)
+#        Through the device tool leave OUT unset: the script then writes to the tool's $OUT, whose files (at most 8
+#        per call: 5 from the first, 4 from the second) come back; elsewhere OUT=runs/expert3 or any folder.
 #        (DEVICE=cpu FIT=0.2 N=16 BATCH=8 WORKERS=1 VARIANTS=none: for a smoke run of the script's plumbing)
 set -uo pipefail
 OUT=${OUT:-runs/expert3}; DEVICE=${DEVICE:-cuda}; FIT=${FIT:-5.5}; PHASES=${PHASES:-"probe train score"}; N=${N:-256}; WORKERS=${WORKERS:-14}
@@ -65,7 +67,7 @@ if has train; then
 best=$(cat "$VARIANT_FILE" 2>/dev/null || echo "none:")
 amp=${best%%:*}; extra=${best#*:}
 echo "training with autocast=$amp ${extra:-eager}"
-rm -rf "$CK/lowt3" "$CK/mid"
+rm -rf "$CK/lowt3" "$CK/mid" "$CK/lowt3_ema.safetensors" "$CK/mid_ema.safetensors"   # no stale expert gets scored
 if [ "$MID" = 1 ]; then
     half=(--workers $(( (WORKERS + 1) / 2 )))   # the two runs share the CPU workers
     $PY -m saliency_lib.train ddpm --out "$CK/mid" --seed 92 --t-min "$MID_T" --autocast "$amp" $extra \
