@@ -219,6 +219,17 @@ def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os
     return TimestepExperts(high, low.eval().to(device), below_t)
 
 
+def expert_thresholds(n_experts: int, below_ts: list[int], default: int = 500) -> list[int]:
+    """The ``below_t`` of each of ``n_experts`` low-noise experts of a chain, checked: one per expert (a single
+    expert without one takes ``default``), strictly decreasing, since each takes the noise levels below the previous
+    one's (added in another order, a later expert would hide an earlier one; :func:`low_noise_experts`)."""
+    thresholds = [int(t) for t in below_ts] or ([default] if n_experts == 1 else [])
+    if len(thresholds) != n_experts or any(a <= b for a, b in zip(thresholds, thresholds[1:])):
+        raise SaliencyNoiseError(f"need one below_t per low-noise expert ({n_experts}), strictly decreasing (each "
+                                 f"expert takes the noise levels below the previous one's), got {thresholds}")
+    return thresholds
+
+
 def with_low_noise_expert(preset: Preset, path: str | os.PathLike, below_t: int) -> Preset:
     """``preset`` whose DDPM hands the timesteps t < ``below_t`` to the UNet in ``path``, for comparisons."""
     return dataclasses.replace(preset, unet=low_noise_experts(preset.unet, preset.diffusion_config, path, below_t))
@@ -237,10 +248,10 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
     unet, diff_cfg = load_ddpm_file(d / manifest["ddpm"])
     experts = manifest.get("ddpm_low_noise", [])   # {"file": ..., "below_t": ...}: a low-noise expert (History 15),
     experts = [experts] if isinstance(experts, dict) else experts   # or a chain of them, by decreasing below_t
-    thresholds = [int(e["below_t"]) for e in experts]
-    if any(a <= b for a, b in zip(thresholds, thresholds[1:])):
-        raise SaliencyNoiseError(f"{manifest_path}: the ddpm_low_noise experts must have decreasing below_t (each "
-                                 f"takes the noise levels below the previous one's), got {thresholds}")
+    try:
+        thresholds = expert_thresholds(len(experts), [e["below_t"] for e in experts])
+    except SaliencyNoiseError as err:
+        raise SaliencyNoiseError(f"{manifest_path}, ddpm_low_noise: {err}") from None
     for expert, below_t in zip(experts, thresholds):
         unet = low_noise_experts(unet, diff_cfg, d / expert["file"], below_t)
     classifier = load_classifier(d / manifest["ig_classifier"])

@@ -25,7 +25,8 @@ import torch
 
 from saliency_lib.classifiers import (ClassifierConfig, SmallResNet, load_classifier, load_noisy_classifier,
                                       load_segmenter, save_model)
-from saliency_lib.presets import TINY_DIR, load_ddpm_file, low_noise_experts
+from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.presets import TINY_DIR, expert_thresholds, load_ddpm_file, low_noise_experts
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
@@ -78,10 +79,10 @@ def main() -> None:
         load_noisy_classifier(a.noisy_classifier)
         shutil.copyfile(a.noisy_classifier, a.out / "noisy_classifier.safetensors")
         extra = {"noisy_classifier": "noisy_classifier.safetensors", "classifier_scale": a.classifier_scale}
-    below_ts = a.expert_below_t or ([500] if len(a.low_noise_expert) == 1 else [])
-    if len(below_ts) != len(a.low_noise_expert) or below_ts != sorted(set(below_ts), reverse=True):
-        raise SystemExit(f"give one --expert-below-t per --low-noise-expert, decreasing; got {below_ts} for "
-                         f"{len(a.low_noise_expert)} experts")
+    try:
+        below_ts = expert_thresholds(len(a.low_noise_expert), a.expert_below_t)
+    except SaliencyNoiseError as err:
+        raise SystemExit(f"--low-noise-expert / --expert-below-t: {err}")
     experts = []
     for i, (expert, below_t) in enumerate(zip(a.low_noise_expert, below_ts)):
         name = "ddpm_low_noise.safetensors" if i == 0 else f"ddpm_low_noise_{i + 1}.safetensors"

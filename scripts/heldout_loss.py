@@ -75,7 +75,7 @@ def main() -> None:
     ts = [int(t) for t in a.ts.split(",")]
     test = data.make_batch("test", 0, a.n_test)
     eps = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(a.seed))
-    results, first_errors = [], []
+    results, first_errors = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for i, path in enumerate(a.paths):
             exported = Path(tmp) / f"{i}.safetensors"
@@ -88,9 +88,10 @@ def main() -> None:
                 raise SystemExit(f"--ts must lie in [0, {diff_cfg.num_steps}), got {bad}")
             rows, errors = heldout_losses(unet.eval(), GaussianDiffusion.from_config(diff_cfg), test.images,
                                           test.labels, eps, ts)
-            first_errors = first_errors if results else errors
-            for r, err, first in zip(rows, errors, first_errors):   # paired with the first model: same x_0, eps
-                if results:
+            if first_errors is None:
+                first_errors = errors
+            else:   # paired with the first model: the same x_0 and eps
+                for r, err, first in zip(rows, errors, first_errors):
                     diff = err - first
                     r |= {"mse_label_minus_first": diff.mean().item(),
                           "mse_label_minus_first_se": (diff.std() / diff.numel() ** 0.5).item()}

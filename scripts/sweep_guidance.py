@@ -26,7 +26,8 @@ import torchvision
 from saliency_lib.classifiers import load_noisy_classifier
 from saliency_lib.evaluate import NO_OBJECT_AREA, class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
-from saliency_lib.presets import load_tiny, with_ddpm_file, with_low_noise_expert
+from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.presets import expert_thresholds, load_tiny, with_ddpm_file, with_low_noise_expert
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
@@ -61,9 +62,10 @@ def main() -> None:
         exported = a.grids / "sweep_ddpm.safetensors"
         export_weights(a.ddpm, exported)   # EMA weights of a training checkpoint (a weights file is copied)
         preset = with_ddpm_file(preset, exported)
-    below_ts = a.expert_below_t or ([500] if len(a.low_noise_expert) == 1 else [])
-    if len(below_ts) != len(a.low_noise_expert):
-        p.error(f"give one --expert-below-t per --low-noise-expert ({len(a.low_noise_expert)}), got {len(below_ts)}")
+    try:
+        below_ts = expert_thresholds(len(a.low_noise_expert), a.expert_below_t)
+    except SaliencyNoiseError as err:
+        p.error(f"--low-noise-expert / --expert-below-t: {err}")
     for i, (expert, below_t) in enumerate(zip(a.low_noise_expert, below_ts)):
         exported = a.grids / f"sweep_low_noise_expert_{i}.safetensors"
         export_weights(expert, exported)

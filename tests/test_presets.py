@@ -232,5 +232,16 @@ def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(
     # a list out of order would silently drop an expert: refused
     manifest["ddpm_low_noise"].reverse()
     (tmp_path / "preset.json").write_text(json.dumps(manifest))
-    with pytest.raises(SaliencyNoiseError, match="decreasing below_t"):
+    with pytest.raises(SaliencyNoiseError, match="ddpm_low_noise: .*strictly decreasing"):
         load_tiny(model_dir=tmp_path)
+
+
+def test_expert_thresholds_default_one_expert_and_refuse_mismatched_or_unordered_lists():
+    from saliency_lib.presets import expert_thresholds
+
+    assert expert_thresholds(0, []) == []
+    assert expert_thresholds(1, []) == [500]
+    assert expert_thresholds(2, [500, 200]) == [500, 200]
+    for n, below_ts in ((2, []), (2, [500]), (1, [500, 200]), (2, [200, 500]), (2, [300, 300])):
+        with pytest.raises(SaliencyNoiseError, match="strictly decreasing"):
+            expert_thresholds(n, below_ts)
