@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import SaliencyNoiseError
+from .errors import SaliencyNoiseError, WeightsError
+from .unet import EncoderUNet, EncoderUNetConfig
 from .weights import config_from_metadata, config_to_metadata, load_module_weights, load_tensors, save_tensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -184,9 +185,21 @@ class NoisyClassifier(nn.Module):
         self.net.load_state_dict(state)
 
 
-def load_noisy_classifier(path: str | Path) -> NoisyClassifier:
+# config class name -> (config class, module class) of the noise-aware classifiers a weights file may hold
+NOISY_CLASSIFIER_TYPES: dict[str, tuple[type, type]] = {
+    NoisyClassifierConfig.__name__: (NoisyClassifierConfig, NoisyClassifier),
+    EncoderUNetConfig.__name__: (EncoderUNetConfig, EncoderUNet)}
+
+
+def load_noisy_classifier(path: str | Path) -> nn.Module:
+    """A noise-aware classifier ``model(x_t, t)`` -> logits: a :class:`NoisyClassifier` or an
+    :class:`~saliency_lib.unet.EncoderUNet`, whichever config the file's metadata names."""
     state, meta = load_tensors(path)
-    model = NoisyClassifier(config_from_metadata(meta, NoisyClassifierConfig))
+    if meta.get("config_class") not in NOISY_CLASSIFIER_TYPES:
+        raise WeightsError(f"{str(path)!r} holds weights for {meta.get('config_class')!r}, not a noise-aware "
+                           f"classifier; expected one of {sorted(NOISY_CLASSIFIER_TYPES)}")
+    config_cls, module_cls = NOISY_CLASSIFIER_TYPES[meta["config_class"]]
+    model = module_cls(config_from_metadata(meta, config_cls))
     load_module_weights(model, state, repr(str(path)))
     return model.eval()
 

@@ -57,7 +57,8 @@ class ClassifierGuidedModel(nn.Module):
         eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} log p_phi(y | x_t, t)
 
     i.e. the score of p(x_t | y) is the model's score plus ``s`` times the classifier's. ``classifier(x_t, t)``
-    is a noise-aware classifier (:class:`~saliency_lib.classifiers.NoisyClassifier`) that reads the
+    is a noise-aware classifier (:class:`~saliency_lib.unet.EncoderUNet`, the DDPM's own encoder with a pooled head
+    as in guided-diffusion, or the small-ResNet :class:`~saliency_lib.classifiers.NoisyClassifier`) that reads the
     diffusion-space x_t ``[N, 3, H, W]`` and the *original* timesteps ``t`` ``[N]`` (what the samplers pass the
     model; respaced samplers map their indices back). ``alphas_cumprod``: abar_t of the original, unrespaced
     schedule (float64, length T). The same epsilon serves DDIM and ancestral DDPM steps (guided-diffusion

@@ -10,7 +10,9 @@ Known hashes: torchvision publishes the first 8 hex digits of each file's sha256
 (``resnet18-f37072fd.pth``) and checks that prefix itself; we check the same prefix. OpenAI publishes no
 hash for ``128x128_diffusion.pt``; the file is then only checked for being a complete, loadable state
 dict with exactly the expected keys and shapes (strict loading), and its sha256 is printed after the
-download so a user can pin it with ``SALIENCY_NOISE_ADM128_SHA256``.
+download so a user can pin it with ``SALIENCY_NOISE_ADM128_SHA256``. ``load_preset("imagenet128",
+classifier_guidance=True)`` also fetches guided-diffusion's noise-aware ``128x128_classifier.pt`` the same way
+(``SALIENCY_NOISE_ADM128_CLASSIFIER_SHA256`` pins it) and samples with classifier guidance.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names,
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
 from .inversion import IGConfig
-from .unet import TimestepExperts, UNet, load_unet
+from .unet import EncoderUNet, TimestepExperts, UNet, classifier_config_from_guided_diffusion_flags, load_unet
 from .weights import read_metadata
 
 ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
@@ -42,6 +44,14 @@ ADM128_FLAGS = {
     "attention_resolutions": "32,16,8", "class_cond": True, "diffusion_steps": 1000, "image_size": 128,
     "learn_sigma": True, "noise_schedule": "linear", "num_channels": 256, "num_heads": 4,
     "num_res_blocks": 2, "resblock_updown": True, "use_fp16": True, "use_scale_shift_norm": True}
+# The official noise-aware classifier for that model (classifier guidance, Dhariwal & Nichol 2021; optional), its
+# flags as in guided-diffusion's README (CLASSIFIER_FLAGS) and the scale its README samples the 128x128 model with.
+ADM128_CLASSIFIER_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_classifier.pt"
+ADM128_CLASSIFIER_FLAGS = {
+    "image_size": 128, "classifier_attention_resolutions": "32,16,8", "classifier_depth": 2, "classifier_width": 128,
+    "classifier_pool": "attention", "classifier_resblock_updown": True, "classifier_use_scale_shift_norm": True}
+ADM128_CLASSIFIER_CONFIG = classifier_config_from_guided_diffusion_flags(ADM128_CLASSIFIER_FLAGS)
+ADM128_CLASSIFIER_SCALE = 0.5
 REPO_ROOT = Path(__file__).resolve().parent.parent               # the checkout (shipped data and checkpoints)
 REPO_DATA = REPO_ROOT / "data"                                      # shipped data: models, IG cache of the notebooks
 TINY_DIR = REPO_DATA / "models" / "tiny"
@@ -268,8 +278,11 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   classifier_scale=float(manifest.get("classifier_scale", 0.0))).to(device)
 
 
-def load_imagenet128(device: str = "cuda", progress: bool = True) -> Preset:
-    """The paper's setup: ADM 128x128 class-conditional (421.5M parameters) + ResNet18 IMAGENET1K_V1."""
+def load_imagenet128(device: str = "cuda", progress: bool = True, classifier_guidance: bool = False) -> Preset:
+    """The paper's setup: ADM 128x128 class-conditional (421.5M parameters) + ResNet18 IMAGENET1K_V1.
+
+    ``classifier_guidance``: also download guided-diffusion's noise-aware 128x128 classifier (42.6M parameters; not part
+    of the paper's recipe) and sample with classifier guidance at its README's scale, s = 0.5 (ADM-G)."""
     from torchvision.models import ResNet18_Weights, resnet18
 
     from .classifiers import IMAGENET_MEAN, IMAGENET_STD
@@ -285,17 +298,36 @@ def load_imagenet128(device: str = "cuda", progress: bool = True) -> Preset:
     rn_path = download(weights.url, checkpoint_dir() / name, sha256=prefix, progress=progress)
     classifier = resnet18(weights=None)
     load_module_weights(classifier, load_torch_checkpoint(rn_path), repr(str(rn_path)))
+    info = {"ddpm": str(ddpm_path), "classifier": str(rn_path)}
+    noisy = None
+    if classifier_guidance:
+        noisy = load_adm128_classifier(progress)
+        info["noisy_classifier"] = ADM128_CLASSIFIER_URL
     return Preset(name="imagenet128", unet=unet.eval(), diffusion_config=diffusion_config_from_flags(ADM128_FLAGS),
                   classifier=classifier.eval(), normalization=Normalization(IMAGENET_MEAN, IMAGENET_STD),
-                  class_names=imagenet_class_names(), image_size=128,
-                  info={"ddpm": str(ddpm_path), "classifier": str(rn_path)}).to(device)
+                  class_names=imagenet_class_names(), image_size=128, info=info, noisy_classifier=noisy,
+                  classifier_scale=ADM128_CLASSIFIER_SCALE if classifier_guidance else 0.0).to(device)
+
+
+def load_adm128_classifier(progress: bool = True) -> EncoderUNet:
+    """guided-diffusion's ``128x128_classifier.pt`` (downloaded once into the torch hub cache, like the DDPM; its
+    sha256 pinned by ``SALIENCY_NOISE_ADM128_CLASSIFIER_SHA256`` if set) as an
+    :class:`~saliency_lib.unet.EncoderUNet` reading x_t ``[N, 3, 128, 128]`` and original t, strictly loaded."""
+    from .weights import load_module_weights, load_torch_checkpoint
+
+    path = download(ADM128_CLASSIFIER_URL, checkpoint_dir() / ADM128_CLASSIFIER_URL.rsplit("/", 1)[1],
+                    sha256=os.environ.get("SALIENCY_NOISE_ADM128_CLASSIFIER_SHA256"), progress=progress)
+    model = EncoderUNet(ADM128_CLASSIFIER_CONFIG)
+    load_module_weights(model, load_torch_checkpoint(path), repr(str(path)))
+    return model.eval()
 
 
 PRESETS: dict[str, Callable[..., Preset]] = {"tiny": load_tiny, "imagenet128": load_imagenet128}
 
 
-def load_preset(name: str = "tiny", device: str = "cpu") -> Preset:
-    """Load a preset by name ("tiny" or "imagenet128") onto ``device``."""
+def load_preset(name: str = "tiny", device: str = "cpu", **options) -> Preset:
+    """Load a preset by name ("tiny" or "imagenet128") onto ``device``; ``options`` go to its loader (e.g.
+    ``classifier_guidance=True`` for imagenet128)."""
     if name not in PRESETS:
         raise SaliencyNoiseError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name](device=device)
+    return PRESETS[name](device=device, **options)

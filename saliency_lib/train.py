@@ -4,6 +4,7 @@
     python -m saliency_lib.train classifier --arch resnet --out checkpoints/ig_classifier ...
     python -m saliency_lib.train segmenter --out checkpoints/segmenter ...
     python -m saliency_lib.train noisy-classifier --out checkpoints/noisy_classifier --init <clean resnet> ...
+    python -m saliency_lib.train noisy-classifier --arch unet-encoder --init <DDPM weights> ...
 
 Reproducible from a seed: the batch of step s holds dataset samples ``s*B .. s*B+B-1`` of the train
 split and every random draw of step s comes from a generator seeded with ``(seed, s)``, so a run
@@ -46,9 +47,10 @@ class TrainConfig:
                                       # guidance, Ho & Salimans 2022); needs UNetConfig.null_class
     min_snr_gamma: float = 0.0        # DDPM only: Min-SNR-gamma loss weighting (Hang et al. 2023; 0: the simple,
                                       # unweighted loss of Ho et al.)
-    t_min: int = 0                    # DDPM only: training timesteps are drawn uniformly from [t_min, t_max),
-    t_max: int = 0                    # t_max 0 meaning T (the default: every timestep). A range trains a
-                                      # low-noise expert (eDiff-I, Balaji et al. 2022; model card, History 15)
+    t_min: int = 0                    # DDPM and noise-aware classifier: training timesteps are drawn uniformly from
+    t_max: int = 0                    # [t_min, t_max), t_max 0 meaning T (the default: every timestep). A range
+                                      # trains a low-noise expert (eDiff-I, Balaji et al. 2022; model card, History
+                                      # 15), or a classifier's first phase on the levels it can read (History 19)
     autocast: str = "none"            # "bf16": forward and backward under torch.autocast(bfloat16) (weights, optimizer
                                       # and the loss stay float32); "none": float32 throughout. Made for GPUs: on
                                       # this project's CPU bf16 ran 2.5x slower (model card, History 17)
@@ -358,30 +360,72 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
 
 
 # ----------------------------------------------------------------------------- noise-aware classifier
+def _noisy_resnet(init: Path | None, image_size: int, num_timesteps: int) -> tuple[nn.Module, dict[str, str]]:
+    """A :class:`~saliency_lib.classifiers.NoisyClassifier`: from ``cfg.seed``, or (``init``) from a clean small
+    ResNet (``train classifier --arch resnet``), whose stem gains a zero-initialised noise-level channel."""
+    from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier
+
+    clean = load_classifier(init) if init is not None else None
+    model = NoisyClassifier(NoisyClassifierConfig(image_size=image_size, num_timesteps=num_timesteps,
+                                                  **({} if clean is None else {"width": clean.config.width})))
+    if clean is not None:
+        model.init_from_clean(clean)
+    return model, config_to_metadata(model.config)
+
+
+def _noisy_unet_encoder(init: Path | None, image_size: int, num_timesteps: int) -> tuple[nn.Module, dict[str, str]]:
+    """An :class:`~saliency_lib.unet.EncoderUNet` (guided-diffusion's classifier): the encoder of the DDPM in
+    ``init`` (a UNet weights file: its trained features of x_t, :meth:`~saliency_lib.unet.EncoderUNet.init_from_unet`)
+    or a previous run's EncoderUNet weights (to continue on other noise levels). Needs ``init``: trained from
+    scratch, this encoder did not leave chance level (model card, History 8)."""
+    from .unet import EncoderUNet, EncoderUNetConfig, load_unet
+    from .weights import config_from_metadata
+
+    if init is None:
+        raise ValueError("--arch unet-encoder needs --init: DDPM weights (a UNet) or an EncoderUNet classifier")
+    meta = read_metadata(init)
+    if meta.get("config_class") == EncoderUNetConfig.__name__:
+        model = EncoderUNet(config_from_metadata(meta, EncoderUNetConfig))
+        load_module_weights(model, load_tensors(init)[0], repr(str(init)))
+    else:
+        unet = load_unet(str(init))
+        model = EncoderUNet(EncoderUNetConfig.of_unet(unet.config, data.NUM_CLASSES, num_timesteps))
+        model.init_from_unet(unet)
+    if model.config.image_size != image_size or model.config.num_timesteps != num_timesteps:
+        raise ValueError(f"{init}: an encoder for {model.config.image_size}px images and T = "
+                         f"{model.config.num_timesteps}, not {image_size}px and T = {num_timesteps}")
+    return model, config_to_metadata(model.config)
+
+
+NOISY_CLASSIFIER_ARCHS = {"resnet": _noisy_resnet, "unet-encoder": _noisy_unet_encoder}
+
+
 def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfig = TINY_DIFFUSION,
                            init: Path | None = None, resume: bool = False, max_minutes: float | None = None,
                            progress: bool = True, workers: int = 0, device: str = "cpu",
-                           render_on_device: bool = False) -> dict:
-    """Train p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of the train split, for classifier guidance.
+                           render_on_device: bool = False, arch: str = "resnet") -> dict:
+    """Train p(y | x_t, t) on x_t ~ q(x_t | x_0) (Eq. 2-3) of the train split, for classifier guidance; t is
+    uniform in [cfg.t_min, cfg.t_max).
 
-    ``init``: a clean small ResNet (``train classifier --arch resnet``) to start from (its stem gains a
-    zero-initialised noise-level channel); without it the network starts from ``cfg.seed``. ``device`` and
-    ``render_on_device`` as for :func:`train_ddpm`. Writes
-    ``<out>/model.safetensors`` (the plain weights; no EMA) next to the checkpoint.
+    ``arch``: ``"resnet"`` (:class:`~saliency_lib.classifiers.NoisyClassifier`; ``init`` an optional clean small
+    ResNet) or ``"unet-encoder"`` (:class:`~saliency_lib.unet.EncoderUNet`; ``init`` DDPM weights or a previous
+    EncoderUNet); see ``NOISY_CLASSIFIER_ARCHS``. ``device`` and ``render_on_device`` as for :func:`train_ddpm`.
+    Writes ``<out>/model.safetensors`` (the plain weights; no EMA) next to the checkpoint.
     """
-    from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier, save_model
+    from .classifiers import save_model
 
     if cfg.label_dropout > 0:
         raise ValueError("label_dropout is for the DDPM; a classifier must see every label")
+    if arch not in NOISY_CLASSIFIER_ARCHS:
+        raise ValueError(f"unknown noise-aware classifier arch {arch!r}; expected one of {sorted(NOISY_CLASSIFIER_ARCHS)}")
     diffusion = GaussianDiffusion.from_config(diff_cfg)
+    if not 0 <= cfg.t_min < (cfg.t_max or diffusion.num_timesteps) <= diffusion.num_timesteps:
+        raise ValueError(f"need 0 <= t_min < t_max <= T = {diffusion.num_timesteps} (t_max 0 means T), got "
+                         f"t_min={cfg.t_min}, t_max={cfg.t_max}")
     torch.manual_seed(cfg.seed)
-    clean = load_classifier(init) if init is not None else None
-    model = NoisyClassifier(NoisyClassifierConfig(image_size=cfg.image_size, num_timesteps=diffusion.num_timesteps,
-                                                  **({} if clean is None else {"width": clean.config.width})))
-    meta = config_to_metadata(model.config)
+    model, meta = NOISY_CLASSIFIER_ARCHS[arch](init, cfg.image_size, diffusion.num_timesteps)
     meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))
-    if clean is not None:
-        model.init_from_clean(clean)
+    if init is not None:
         meta["init_from"] = str(init)
 
     def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -407,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["ddpm", "classifier", "segmenter", "noisy-classifier", "export"])
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (or file, for export)")
-    p.add_argument("--arch", default="resnet", help="classifier architecture (classifier only)")
+    p.add_argument("--arch", default="resnet", help="classifier: resnet or cnn; noisy-classifier: resnet or unet-encoder (the DDPM's encoder, --init a DDPM)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.safetensors")
     p.add_argument("--minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -424,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
     p.add_argument("--init", type=Path, default=None,
                    help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning); noisy-classifier: "
-                        "from this clean small ResNet")
+                        "from this clean small ResNet (--arch resnet), or DDPM / EncoderUNet weights (--arch unet-encoder)")
     p.add_argument("--unet", type=json.loads, default=None,
                    help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
     p.add_argument("--diffusion", type=json.loads, default=None,
@@ -450,7 +494,8 @@ def main(argv: list[str] | None = None) -> None:
                                                               "warmup": 100, "weight_decay": 5e-4, "ema_decay": 0.0,
                                                               **overrides}),
                                         init=a.init, resume=a.resume, max_minutes=a.minutes, workers=a.workers,
-                                        device=a.device, render_on_device=a.render_on_device)
+                                        device=a.device, render_on_device=a.render_on_device,
+                                        arch=a.arch)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)

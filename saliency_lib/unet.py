@@ -270,23 +270,87 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = _zero(nn.Conv1d(channels, channels, 1))
 
-    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        b, width, length = qkv.shape
-        ch = width // (3 * self.num_heads)
-        if self.new_order:  # split q, k, v first, then heads
-            q, k, v = (z.reshape(b * self.num_heads, ch, length) for z in qkv.chunk(3, dim=1))
-        else:  # legacy: heads first, each holding its own [q; k; v]
-            q, k, v = qkv.reshape(b * self.num_heads, 3 * ch, length).split(ch, dim=1)
-        scale = ch ** -0.25  # applied to q and k separately, as in ADM (better fp16 behaviour)
-        w = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-        w = torch.softmax(w.float(), dim=-1).type(w.dtype)
-        return torch.einsum("bts,bcs->bct", w, v).reshape(b, -1, length)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
         x = x.reshape(b, c, -1)
-        h = self.proj_out(self._attend(self.qkv(self.norm(x))))
+        h = self.proj_out(qkv_attention(self.qkv(self.norm(x)), self.num_heads, self.new_order))
         return (x + h).reshape(b, c, *spatial)
+
+
+def qkv_attention(qkv: torch.Tensor, num_heads: int, new_order: bool) -> torch.Tensor:
+    """Multi-head attention of ``qkv`` ``[B, 3 * heads * ch, L]`` -> ``[B, heads * ch, L]``: ``new_order`` splits q, k,
+    v first, then heads (guided-diffusion's QKVAttention); else heads first, each holding its own [q; k; v]
+    (QKVAttentionLegacy)."""
+    b, width, length = qkv.shape
+    ch = width // (3 * num_heads)
+    if new_order:
+        q, k, v = (z.reshape(b * num_heads, ch, length) for z in qkv.chunk(3, dim=1))
+    else:
+        q, k, v = qkv.reshape(b * num_heads, 3 * ch, length).split(ch, dim=1)
+    scale = ch ** -0.25  # applied to q and k separately, as in ADM (better fp16 behaviour)
+    w = torch.einsum("bct,bcs->bts", q * scale, k * scale)
+    w = torch.softmax(w.float(), dim=-1).type(w.dtype)
+    return torch.einsum("bts,bcs->bct", w, v).reshape(b, -1, length)
+
+
+class AttentionPool2d(nn.Module):
+    """guided-diffusion's classifier head (from CLIP): the mean over positions is prepended as a query token, learned
+    positional embeddings ``[C, HW + 1]`` are added, one multi-head attention (``num_head_channels`` per head, new
+    order) and a 1x1 projection to ``out_channels``; the prepended token's output is the logits ``[N, out]``."""
+
+    def __init__(self, spatial: int, channels: int, num_head_channels: int, out_channels: int):
+        super().__init__()
+        if num_head_channels < 1 or channels % num_head_channels:
+            raise SaliencyNoiseError(f"attention pool: {channels} channels need a num_head_channels that divides "
+                                     f"them, got {num_head_channels}")
+        self.positional_embedding = nn.Parameter(torch.randn(channels, spatial ** 2 + 1) / channels ** 0.5)
+        self.qkv_proj = nn.Conv1d(channels, 3 * channels, 1)
+        self.c_proj = nn.Conv1d(channels, out_channels, 1)
+        self.num_heads = channels // num_head_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2)
+        x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1) + self.positional_embedding[None].to(x.dtype)
+        return self.c_proj(qkv_attention(self.qkv_proj(x), self.num_heads, new_order=True))[:, :, 0]
+
+
+def block_factories(cfg: "UNetConfig | EncoderUNetConfig"):
+    """``res(cin, cout, up=/down=)`` and ``attn(ch, heads)``: the ResBlock and AttentionBlock builders of a config
+    (embedding width 4 * model_channels), shared by :class:`UNet` and :class:`EncoderUNet`."""
+    emb_dim = 4 * cfg.model_channels
+
+    def res(cin: int, cout: int, **kw: bool) -> ResBlock:
+        return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, cfg.norm_groups, **kw)
+
+    def attn(ch: int, heads: int) -> AttentionBlock:
+        return AttentionBlock(ch, heads, cfg.num_head_channels, cfg.norm_groups, cfg.use_new_attention_order)
+
+    return res, attn
+
+
+def encoder_blocks(cfg: "UNetConfig | EncoderUNetConfig", res, attn) -> tuple[nn.ModuleList, list[int], int, int]:
+    """The ADM UNet's downsampling half (``input_blocks``), shared by :class:`UNet` and :class:`EncoderUNet`: a conv,
+    then per level ``num_res_blocks`` ResBlocks (+ attention at ``attention_resolutions``) and, between levels, a
+    downsampling block, built with :func:`block_factories`' ``res`` and ``attn``. Returns the blocks, the channels of
+    every skip connection, and the last level's channels and downsampling rate."""
+    mc, attn_ds = cfg.model_channels, set(cfg.attention_ds)
+    ch = int(cfg.channel_mult[0] * mc)
+    blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+    skip_chans = [ch]
+    ds = 1
+    for level, mult in enumerate(cfg.channel_mult):
+        for _ in range(cfg.num_res_blocks):
+            layers: list[nn.Module] = [res(ch, int(mult * mc))]
+            ch = int(mult * mc)
+            if ds in attn_ds:
+                layers.append(attn(ch, cfg.num_heads))
+            blocks.append(EmbedSequential(*layers))
+            skip_chans.append(ch)
+        if level != len(cfg.channel_mult) - 1:
+            blocks.append(EmbedSequential(res(ch, ch, down=True) if cfg.resblock_updown else Downsample(ch, True, ch)))
+            skip_chans.append(ch)
+            ds *= 2
+    return blocks, skip_chans, ch, ds
 
 
 class UNet(nn.Module):
@@ -304,30 +368,8 @@ class UNet(nn.Module):
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes + int(cfg.null_class), emb_dim)
 
-        def res(cin: int, cout: int, **kw: bool) -> ResBlock:
-            return ResBlock(cin, emb_dim, cfg.dropout, cout, cfg.use_scale_shift_norm, g, **kw)
-
-        def attn(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, cfg.num_head_channels, g, cfg.use_new_attention_order)
-
-        ch = int(cfg.channel_mult[0] * mc)
-        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
-        skip_chans = [ch]
-        ds = 1
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers: list[nn.Module] = [res(ch, int(mult * mc))]
-                ch = int(mult * mc)
-                if ds in attn_ds:
-                    layers.append(attn(ch, cfg.num_heads))
-                self.input_blocks.append(EmbedSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(cfg.channel_mult) - 1:
-                self.input_blocks.append(EmbedSequential(
-                    res(ch, ch, down=True) if cfg.resblock_updown else Downsample(ch, True, ch)))
-                skip_chans.append(ch)
-                ds *= 2
-
+        res, attn = block_factories(cfg)
+        self.input_blocks, skip_chans, ch, ds = encoder_blocks(cfg, res, attn)
         self.middle_block = EmbedSequential(res(ch, ch), attn(ch, cfg.num_heads), res(ch, ch))
 
         self.output_blocks = nn.ModuleList()
@@ -375,6 +417,130 @@ class UNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Validate x_t ``[N, in_channels, image_size, image_size]`` (finite floats)."""
         check_image_batch("x", x, channels=self.config.in_channels, size=self.config.image_size)
+
+
+@dataclass(frozen=True)
+class EncoderUNetConfig:
+    """The downsampling half of an ADM UNet as a noise-aware classifier (guided-diffusion's ``EncoderUNetModel``,
+    the classifier of classifier guidance; Dhariwal & Nichol 2021, Sec. 4). Fields as in :class:`UNetConfig`."""
+    image_size: int = 32                 # H = W of x_t
+    in_channels: int = 3                 # channels of x_t
+    model_channels: int = 32             # base width; the embedding is 4x as wide
+    out_channels: int = 8                # logits: the number of classes
+    num_res_blocks: int = 1              # ResBlocks per resolution level
+    attention_resolutions: tuple[int, ...] = (8,)    # resolutions in pixels that get self-attention
+    channel_mult: tuple[float, ...] = (1, 2, 2)      # width multiplier per level; len-1 downsamplings
+    dropout: float = 0.0                 # dropout inside ResBlocks
+    num_heads: int = 4                   # attention heads (when num_head_channels == -1)
+    num_head_channels: int = -1          # channels per head; overrides num_heads when != -1
+    use_scale_shift_norm: bool = True    # FiLM-like GroupNorm(h) * (1 + scale) + shift from the embedding
+    resblock_updown: bool = True         # ResBlocks do the downsampling (else Downsample convs)
+    use_new_attention_order: bool = False  # split qkv before heads (QKVAttention) vs legacy order
+    norm_groups: int = 32                # GroupNorm groups
+    pool: str = "adaptive"               # head after GroupNorm and SiLU: "adaptive" (global average pool, zero 1x1
+                                         # conv) or "attention" (AttentionPool2d; the official classifiers')
+    num_timesteps: int = 1000            # T of the diffusion whose x_t it reads (t in [0, T))
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("adaptive", "attention"):
+            raise SaliencyNoiseError(f"EncoderUNetConfig.pool must be 'adaptive' or 'attention' (guided-diffusion's "
+                                     f"'spatial' pools are not implemented), got {self.pool!r}")
+        if self.pool == "attention" and self.num_head_channels < 1:
+            raise SaliencyNoiseError("EncoderUNetConfig: pool 'attention' needs num_head_channels >= 1")
+        if self.out_channels < 1 or self.num_timesteps < 1:
+            raise SaliencyNoiseError(f"EncoderUNetConfig: out_channels and num_timesteps must be >= 1, got {self}")
+
+    @property
+    def attention_ds(self) -> tuple[int, ...]:
+        return tuple(self.image_size // r for r in self.attention_resolutions)
+
+    @classmethod
+    def of_unet(cls, unet: UNetConfig, num_classes: int, num_timesteps: int = 1000) -> "EncoderUNetConfig":
+        """The encoder of the UNet ``unet`` (same blocks, so :meth:`EncoderUNet.init_from_unet` can copy them)."""
+        shared = {f.name: getattr(unet, f.name) for f in dataclasses.fields(cls)
+                  if f.name not in ("out_channels", "pool", "num_timesteps")}
+        return cls(**shared, out_channels=num_classes, num_timesteps=num_timesteps)
+
+
+class EncoderUNet(nn.Module):
+    """Noise-aware classifier p(y | x_t, t): the UNet's timestep embedding, ``input_blocks`` and ``middle_block``,
+    then ``out`` (GroupNorm, SiLU, and a pooling head: a global average pool and a zero-initialised 1x1 conv, or an
+    attention pool), with the ``state_dict`` keys of guided-diffusion's ``EncoderUNetModel``, so its official
+    classifiers (e.g. ``128x128_classifier.pt``) load strictly (:func:`classifier_config_from_guided_diffusion_flags`).
+
+    ``forward(x_t, t)``: ``x_t`` ``[N, C, H, W]`` a diffusion-space noised image (q(x_t | x_0), Eq. 2-3; no
+    classifier-space normalization), ``t`` ``[N]`` original timesteps in [0, T) -> logits ``[N, out_channels]``.
+    """
+
+    def __init__(self, config: EncoderUNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        mc = cfg.model_channels
+        self.time_embed = nn.Sequential(nn.Linear(mc, 4 * mc), nn.SiLU(), nn.Linear(4 * mc, 4 * mc))
+        res, attn = block_factories(cfg)
+        self.input_blocks, _, ch, ds = encoder_blocks(cfg, res, attn)
+        self.middle_block = EmbedSequential(res(ch, ch), attn(ch, cfg.num_heads), res(ch, ch))
+        head = ([nn.AdaptiveAvgPool2d((1, 1)), _zero(nn.Conv2d(ch, cfg.out_channels, 1)), nn.Flatten()]
+                if cfg.pool == "adaptive" else
+                [AttentionPool2d(cfg.image_size // ds, ch, cfg.num_head_channels, cfg.out_channels)])
+        self.out = nn.Sequential(GroupNorm32(cfg.norm_groups, ch), nn.SiLU(), *head)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_image_batch("x_t", x_t, channels=self.config.in_channels, size=self.config.image_size)
+        if t.shape != (x_t.shape[0],):
+            raise SaliencyNoiseError(f"t must be [N] = [{x_t.shape[0]}] timesteps, got {tuple(t.shape)}")
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
+        h = x_t
+        for block in self.input_blocks:
+            h = block(h, emb)
+        return self.out(self.middle_block(h, emb))
+
+    def init_from_unet(self, unet: "UNet") -> None:
+        """Start from a trained DDPM's encoder: copy its timestep embedding, ``input_blocks`` and ``middle_block``
+        and fold the embedding of its null class (classifier-free guidance's "no class"; without one, the mean
+        class embedding) into the last bias of ``time_embed``, so the features are exactly those the DDPM computes
+        from x_t with no label. The head keeps its initialisation (zero for the "adaptive" pool: uniform logits)."""
+        mine = dataclasses.replace(EncoderUNetConfig.of_unet(unet.config, self.config.out_channels,
+                                                             self.config.num_timesteps), pool=self.config.pool)
+        if mine != self.config:
+            raise SaliencyNoiseError(f"init_from_unet: this encoder's config {self.config} is not the encoder of "
+                                     f"the given UNet ({mine})")
+        state = {k: v.clone() for k, v in unet.state_dict().items()
+                 if k.split(".")[0] in ("time_embed", "input_blocks", "middle_block")}
+        if unet.config.num_classes is not None:
+            table = unet.label_emb.weight.detach()
+            label = table[unet.config.null_label] if unet.config.null_class else table.mean(0)
+            state["time_embed.2.bias"] = state["time_embed.2.bias"] + label
+        state.update({k: v for k, v in self.state_dict().items() if k.startswith("out.")})
+        self.load_state_dict(state, strict=True)
+
+
+CLASSIFIER_FLAG_KEYS = frozenset({
+    "image_size", "classifier_use_fp16", "classifier_width", "classifier_depth", "classifier_attention_resolutions",
+    "classifier_use_scale_shift_norm", "classifier_resblock_updown", "classifier_pool"})
+
+
+def classifier_config_from_guided_diffusion_flags(flags: Mapping[str, Any], num_classes: int = 1000,
+                                                  num_timesteps: int = 1000) -> "EncoderUNetConfig":
+    """Translate guided-diffusion's classifier flags (``classifier_defaults()`` keys, as its ``create_classifier``
+    reads them: channel multipliers by image size, 64 channels per attention head) to an EncoderUNetConfig."""
+    unknown = set(flags) - CLASSIFIER_FLAG_KEYS
+    if unknown:
+        raise SaliencyNoiseError(f"unknown guided-diffusion classifier flags {sorted(unknown)}; expected keys of "
+                                 f"classifier_defaults(): {sorted(CLASSIFIER_FLAG_KEYS)}")
+    image_size = int(flags.get("image_size", 64))
+    if image_size not in DEFAULT_CHANNEL_MULT:
+        raise SaliencyNoiseError(f"guided-diffusion has classifiers for image sizes {sorted(DEFAULT_CHANNEL_MULT)}, "
+                                 f"got {image_size}")
+    return EncoderUNetConfig(
+        image_size=image_size, in_channels=3, model_channels=int(flags.get("classifier_width", 128)),
+        out_channels=num_classes, num_res_blocks=int(flags.get("classifier_depth", 2)),
+        attention_resolutions=_parse_int_list("classifier_attention_resolutions",
+                                              flags.get("classifier_attention_resolutions", "32,16,8")),
+        channel_mult=DEFAULT_CHANNEL_MULT[image_size], num_heads=1, num_head_channels=64,
+        use_scale_shift_norm=bool(flags.get("classifier_use_scale_shift_norm", True)),
+        resblock_updown=bool(flags.get("classifier_resblock_updown", True)),
+        pool=str(flags.get("classifier_pool", "attention")), num_timesteps=num_timesteps)
 
 
 class TimestepExperts(nn.Module):

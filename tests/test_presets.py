@@ -245,3 +245,35 @@ def test_expert_thresholds_default_one_expert_and_refuse_mismatched_or_unordered
     for n, below_ts in ((2, []), (2, [500]), (1, [500, 200]), (2, [200, 500]), (2, [300, 300])):
         with pytest.raises(SaliencyNoiseError, match="strictly decreasing"):
             expert_thresholds(n, below_ts)
+
+
+def test_adm128_classifier_downloads_and_loads_official_weights(server, tmp_path, monkeypatch):
+    """The optional ADM-G classifier of imagenet128: fetched like the DDPM (here a small official-format classifier
+    served locally, as a .pt state dict), read without unpickling and loaded strictly."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from saliency_lib.unet import EncoderUNet, EncoderUNetConfig
+
+    fixtures = Path(__file__).parent / "fixtures"
+    flags = json.loads((fixtures / "adm_classifier_small_flags.json").read_text())
+    cfg = EncoderUNetConfig(image_size=32, model_channels=flags["model_channels"], out_channels=flags["out_channels"],
+                            num_res_blocks=1, attention_resolutions=(16, 8), channel_mult=tuple(flags["channel_mult"]),
+                            num_heads=1, num_head_channels=flags["num_head_channels"], pool="attention")
+    url, _, _ = server
+    www = tmp_path / "www"
+    torch.save(load_file(str(fixtures / "adm_classifier_small_attention_random.safetensors")), www / "clf.pt")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(presets, "ADM128_CLASSIFIER_URL", url + "/clf.pt")
+    monkeypatch.setattr(presets, "ADM128_CLASSIFIER_CONFIG", cfg)
+    model = presets.load_adm128_classifier(progress=False)
+    assert isinstance(model, EncoderUNet) and not model.training
+    assert (tmp_path / "hub" / "checkpoints" / "clf.pt").exists()
+    ref = load_file(str(fixtures / "adm_classifier_small_reference.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ref["x"], ref["t"]), ref["logits_attention"], atol=1e-5, rtol=1e-4)
+    monkeypatch.setattr(presets, "ADM128_CLASSIFIER_URL", "http://127.0.0.1:9/128x128_classifier.pt")
+    with pytest.raises(DownloadError, match="128x128_classifier.pt"):
+        presets.load_adm128_classifier(progress=False)

@@ -145,3 +145,43 @@ def test_timestep_experts_route_each_sample_to_its_expert():
         TimestepExperts(high, other, below_t=300)
     with pytest.raises(SaliencyNoiseError, match="below_t"):
         TimestepExperts(high, low, below_t=0)
+
+
+# ----------------------------------------------------------------------------- the classifier (EncoderUNet)
+def test_adm128_classifier_keys_and_shapes_equal_official_manifest():
+    from saliency_lib.unet import EncoderUNet, classifier_config_from_guided_diffusion_flags
+
+    manifest = json.loads((FIXTURES / "adm128_classifier_manifest.json").read_text())
+    with torch.device("meta"):
+        model = EncoderUNet(classifier_config_from_guided_diffusion_flags(manifest["flags"]))
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == manifest["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters"] == 42_568_040
+    with pytest.raises(SaliencyNoiseError, match="unknown guided-diffusion classifier flags"):
+        classifier_config_from_guided_diffusion_flags({**manifest["flags"], "num_channels": 3})
+    with pytest.raises(SaliencyNoiseError, match="image sizes"):
+        classifier_config_from_guided_diffusion_flags({**manifest["flags"], "image_size": 96})
+
+
+@pytest.mark.parametrize("pool", ["attention", "adaptive"])
+def test_small_classifier_reproduces_official_output(pool):
+    """Official EncoderUNetModel weights (random, both pools) load strictly and give the official logits."""
+    from safetensors.torch import load_file
+
+    from saliency_lib.unet import EncoderUNet, EncoderUNetConfig
+    from saliency_lib.weights import load_module_weights
+
+    flags = json.loads((FIXTURES / "adm_classifier_small_flags.json").read_text())
+    size = flags["image_size"]
+    cfg = EncoderUNetConfig(image_size=size, in_channels=flags["in_channels"], model_channels=flags["model_channels"],
+                            out_channels=flags["out_channels"], num_res_blocks=flags["num_res_blocks"],
+                            attention_resolutions=tuple(size // ds for ds in flags["attention_resolutions"]),
+                            channel_mult=tuple(flags["channel_mult"]), num_heads=1,
+                            num_head_channels=flags["num_head_channels"],
+                            use_scale_shift_norm=flags["use_scale_shift_norm"], resblock_updown=flags["resblock_updown"],
+                            pool=pool)
+    model = EncoderUNet(cfg)
+    load_module_weights(model, load_file(str(FIXTURES / f"adm_classifier_small_{pool}_random.safetensors")), pool)
+    ref = load_file(str(FIXTURES / "adm_classifier_small_reference.safetensors"))
+    with torch.no_grad():
+        logits = model.eval()(ref["x"], ref["t"])
+    torch.testing.assert_close(logits, ref[f"logits_{pool}"], atol=1e-5, rtol=1e-4)
