@@ -361,8 +361,9 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
 
 # ----------------------------------------------------------------------------- noise-aware classifier
 def _noisy_resnet(init: Path | None, image_size: int, num_timesteps: int) -> tuple[nn.Module, dict[str, str]]:
-    """A :class:`~saliency_lib.classifiers.NoisyClassifier`: from ``cfg.seed``, or (``init``) from a clean small
-    ResNet (``train classifier --arch resnet``), whose stem gains a zero-initialised noise-level channel."""
+    """A :class:`~saliency_lib.classifiers.NoisyClassifier`: randomly initialised (the caller seeds torch), or
+    (``init``) from a clean small ResNet (``train classifier --arch resnet``), whose stem gains a zero-initialised
+    noise-level channel."""
     from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier
 
     clean = load_classifier(init) if init is not None else None
@@ -417,7 +418,8 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
     if cfg.label_dropout > 0:
         raise ValueError("label_dropout is for the DDPM; a classifier must see every label")
     if arch not in NOISY_CLASSIFIER_ARCHS:
-        raise ValueError(f"unknown noise-aware classifier arch {arch!r}; expected one of {sorted(NOISY_CLASSIFIER_ARCHS)}")
+        raise ValueError(f"unknown noise-aware classifier arch {arch!r}; expected one of "
+                         f"{sorted(NOISY_CLASSIFIER_ARCHS)}")
     diffusion = GaussianDiffusion.from_config(diff_cfg)
     if not 0 <= cfg.t_min < (cfg.t_max or diffusion.num_timesteps) <= diffusion.num_timesteps:
         raise ValueError(f"need 0 <= t_min < t_max <= T = {diffusion.num_timesteps} (t_max 0 means T), got "
@@ -451,7 +453,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["ddpm", "classifier", "segmenter", "noisy-classifier", "export"])
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (or file, for export)")
-    p.add_argument("--arch", default="resnet", help="classifier: resnet or cnn; noisy-classifier: resnet or unet-encoder (the DDPM's encoder, --init a DDPM)")
+    p.add_argument("--arch", default="resnet",
+                   help="classifier: resnet or cnn; noisy-classifier: resnet or unet-encoder (a DDPM's encoder; --init)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.safetensors")
     p.add_argument("--minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -468,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="ddpm, fresh runs: time the warm-up, then plan as many steps as fit in this many minutes")
     p.add_argument("--init", type=Path, default=None,
                    help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning); noisy-classifier: "
-                        "from this clean small ResNet (--arch resnet), or DDPM / EncoderUNet weights (--arch unet-encoder)")
+                        "from this clean small ResNet (--arch resnet), or DDPM / EncoderUNet weights "
+                        "(--arch unet-encoder)")
     p.add_argument("--unet", type=json.loads, default=None,
                    help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
     p.add_argument("--diffusion", type=json.loads, default=None,
@@ -494,8 +498,7 @@ def main(argv: list[str] | None = None) -> None:
                                                               "warmup": 100, "weight_decay": 5e-4, "ema_decay": 0.0,
                                                               **overrides}),
                                         init=a.init, resume=a.resume, max_minutes=a.minutes, workers=a.workers,
-                                        device=a.device, render_on_device=a.render_on_device,
-                                        arch=a.arch)
+                                        device=a.device, render_on_device=a.render_on_device, arch=a.arch)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)

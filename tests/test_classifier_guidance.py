@@ -190,7 +190,9 @@ def test_encoder_classifier_starts_from_the_ddpm_encoder_with_no_label():
         enc(x[:, :1], t)
     with pytest.raises(SaliencyNoiseError, match="not the encoder"):
         EncoderUNet(EncoderUNetConfig(image_size=16)).init_from_unet(unet)   # another depth and width
-    with pytest.raises(SaliencyNoiseError, match="only 'adaptive'"):
+    with pytest.raises(SaliencyNoiseError, match="'adaptive' or 'attention'"):
+        EncoderUNetConfig(pool="spatial")
+    with pytest.raises(SaliencyNoiseError, match="needs num_head_channels"):
         EncoderUNetConfig(pool="attention")
 
 
