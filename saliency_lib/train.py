@@ -67,6 +67,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def check_t_range(cfg: TrainConfig, num_timesteps: int) -> None:
+    """Refuse a training range of timesteps [cfg.t_min, cfg.t_max) that is empty or outside [0, T)."""
+    if not 0 <= cfg.t_min < (cfg.t_max or num_timesteps) <= num_timesteps:
+        raise ValueError(f"need 0 <= t_min < t_max <= T = {num_timesteps} (t_max 0 means T), got "
+                         f"t_min={cfg.t_min}, t_max={cfg.t_max}")
+
+
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
@@ -332,9 +339,7 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
     with label dropout for classifier-free guidance; ``render_on_device``: the workers draw the dataset's
     parameters and the training device renders the images, see :func:`ddpm_step_inputs`; ``compile_model``:
     see :func:`run_training`)."""
-    if not 0 <= cfg.t_min < (cfg.t_max or diff_cfg.num_steps) <= diff_cfg.num_steps:
-        raise ValueError(f"need 0 <= t_min < t_max <= T = {diff_cfg.num_steps} (t_max 0 means T), got "
-                         f"t_min={cfg.t_min}, t_max={cfg.t_max}")
+    check_t_range(cfg, diff_cfg.num_steps)
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
     last = out / "last.safetensors"
@@ -421,9 +426,7 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
         raise ValueError(f"unknown noise-aware classifier arch {arch!r}; expected one of "
                          f"{sorted(NOISY_CLASSIFIER_ARCHS)}")
     diffusion = GaussianDiffusion.from_config(diff_cfg)
-    if not 0 <= cfg.t_min < (cfg.t_max or diffusion.num_timesteps) <= diffusion.num_timesteps:
-        raise ValueError(f"need 0 <= t_min < t_max <= T = {diffusion.num_timesteps} (t_max 0 means T), got "
-                         f"t_min={cfg.t_min}, t_max={cfg.t_max}")
+    check_t_range(cfg, diffusion.num_timesteps)
     torch.manual_seed(cfg.seed)
     model, meta = NOISY_CLASSIFIER_ARCHS[arch](init, cfg.image_size, diffusion.num_timesteps)
     meta["diffusion_config"] = json.dumps(dataclasses.asdict(diff_cfg))

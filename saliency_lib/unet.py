@@ -486,7 +486,10 @@ class EncoderUNet(nn.Module):
         self.out = nn.Sequential(GroupNorm32(cfg.norm_groups, ch), nn.SiLU(), *head)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        check_image_batch("x_t", x_t, channels=self.config.in_channels, size=self.config.image_size)
+        cfg = self.config   # shapes only: a scan of the values would cost a host sync at every guided step
+        if x_t.dim() != 4 or x_t.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
+            raise SaliencyNoiseError(f"x_t must be [N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}] (with "
+                                     f"{cfg.in_channels} channels), got {tuple(x_t.shape)}")
         if t.shape != (x_t.shape[0],):
             raise SaliencyNoiseError(f"t must be [N] = [{x_t.shape[0]}] timesteps, got {tuple(t.shape)}")
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))

@@ -156,6 +156,8 @@ def test_adm128_classifier_keys_and_shapes_equal_official_manifest():
         model = EncoderUNet(classifier_config_from_guided_diffusion_flags(manifest["flags"]))
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == manifest["state_dict"]
     assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters"] == 42_568_040
+    from saliency_lib.presets import ADM128_CLASSIFIER_CONFIG   # what imagenet128 loads is this official model
+    assert ADM128_CLASSIFIER_CONFIG == model.config
     with pytest.raises(SaliencyNoiseError, match="unknown guided-diffusion classifier flags"):
         classifier_config_from_guided_diffusion_flags({**manifest["flags"], "num_channels": 3})
     with pytest.raises(SaliencyNoiseError, match="image sizes"):
