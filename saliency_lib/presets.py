@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import urllib.error
@@ -330,4 +331,9 @@ def load_preset(name: str = "tiny", device: str = "cpu", **options) -> Preset:
     ``classifier_guidance=True`` for imagenet128)."""
     if name not in PRESETS:
         raise SaliencyNoiseError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name](device=device, **options)
+    loader = PRESETS[name]
+    accepted = [k for k in inspect.signature(loader).parameters if k != "device"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise SaliencyNoiseError(f"preset {name!r} has no option(s) {unknown}; its loader takes {accepted}")
+    return loader(device=device, **options)

@@ -3,12 +3,14 @@
     python -m saliency_lib.suite                              # every notebooks/NN_*.ipynb, preset tiny, CPU
     python -m saliency_lib.suite --preset imagenet128 --device cuda
     python -m saliency_lib.suite --only 02,03 -p seed 1 -p ig_steps "[0, 100, 300]"
+    python -m saliency_lib.suite --preset imagenet128 --device cuda -p preset_options "{'classifier_guidance': True}" ...
     python -m saliency_lib.suite --store --only 03             # re-execute in place: the stored outputs
 
 Each notebook runs into ``runs/<name>/<name>.ipynb`` with its ``parameters`` cell overridden (papermill
 injects a cell after it). ``-p NAME VALUE`` values are parsed as Python literals when they are one
-(numbers, lists, booleans), else kept as strings. The first failing notebook stops the run with a
-non-zero exit code and a message naming the notebook and the cell.
+(numbers, lists, dicts, booleans), else kept as strings; every notebook passes ``preset_options`` (a dict) to
+``load_preset``. The first failing notebook stops the run with a non-zero exit code and a message naming the
+notebook and the cell.
 """
 
 from __future__ import annotations

@@ -109,6 +109,15 @@ def test_unknown_preset():
         presets.load_preset("imagenet256")
 
 
+def test_preset_options_are_checked_against_the_loader():
+    """Notebooks pass ``preset_options`` through (``-p preset_options ...`` of the suite): a misspelt or foreign
+    option names the options the preset takes, before anything is loaded or downloaded."""
+    with pytest.raises(SaliencyNoiseError, match=r"no option\(s\) \['classifier_guidance'\].*model_dir"):
+        presets.load_preset("tiny", classifier_guidance=True)
+    with pytest.raises(SaliencyNoiseError, match=r"\['classifer_guidance'\].*classifier_guidance"):
+        presets.load_preset("imagenet128", "cpu", classifer_guidance=True)
+
+
 def test_tiny_preset_missing_files_error(tmp_path):
     with pytest.raises(SaliencyNoiseError, match="preset.json"):
         presets.load_tiny(model_dir=tmp_path)

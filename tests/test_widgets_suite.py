@@ -111,6 +111,23 @@ def test_discover_and_parse(tmp_path):
     with pytest.raises(SaliencyNoiseError, match="no notebooks"):
         suite.discover(tmp_path / "empty")
     assert suite.parse_value("[0, 100]") == [0, 100] and suite.parse_value("cuda") == "cuda"
+    assert suite.parse_value("{'classifier_guidance': True}") == {"classifier_guidance": True}
+
+
+def test_every_notebook_hands_its_preset_options_to_the_loader():
+    """The suite's ``-p preset_options ...`` reaches ``load_preset`` in every notebook (the template's one
+    ``parameters`` cell defines it as an empty dict, and the preset is loaded with it)."""
+    import nbformat
+
+    for path in suite.discover():
+        nb = nbformat.read(path, as_version=4)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1, path.name
+        scope: dict = {}
+        exec(params[0].source, scope)
+        assert scope["preset_options"] == {}, path.name
+        loads = [c.source for c in nb.cells if c.cell_type == "code" and "load_preset(" in c.source and c is not params[0]]
+        assert any("load_preset(preset, device, **preset_options)" in src for src in loads), path.name
 
 
 def test_suite_runs_passes_parameters_and_names_the_failing_cell(tmp_path, capsys):
