@@ -605,11 +605,14 @@ def write_results(res: dict, out: Path) -> list[Path]:
     return paths
 
 
-def format_table(rows: Sequence[dict], metrics: Sequence[str] = ("iou", "class_accuracy", "centroid_dist")) -> str:
-    """Protocol rows as text: ``group condition metric mean [lo, hi] ...`` (rounded; no timings)."""
+def format_table(rows: Sequence[dict], metrics: Sequence[str] = ("iou", "class_accuracy", "centroid_dist"),
+                 digits: int = 3) -> str:
+    """Protocol rows as text: ``group condition metric mean [lo, hi] ...`` rounded to ``digits`` decimals (no
+    timings). Tables of a live run on a few guides are best printed with 2: their third decimal is noise, and a
+    CPU whose float rounding moves one segmented pixel changes it (notebook 06's checked outputs)."""
     lines = []
     for r in rows:
-        cells = [f"{m} {r[m][0]:.3f} [{r[m][1]:.3f}, {r[m][2]:.3f}]" for m in metrics if m in r]
+        cells = [f"{m} {r[m][0]:.{digits}f} [{r[m][1]:.{digits}f}, {r[m][2]:.{digits}f}]" for m in metrics if m in r]
         lines.append(f"{r['group']:11s} {r['condition']:28s} " + "  ".join(cells))
     return "\n".join(lines)
 

@@ -1,9 +1,10 @@
 """Guidance: strengthen the class condition of a class-conditional DDPM at sampling time.
 
 Classifier-free guidance (Ho & Salimans 2022) uses the DDPM itself; classifier guidance (Dhariwal & Nichol 2021)
-a separate noise-aware classifier. Both are wrappers with the UNet's call signature ``model(x_t, t, y=labels)``
-that return a modified epsilon, so every sampler uses them as it uses the UNet; they compose
-(``ClassifierGuidedModel(CFGModel(unet, w), classifier, s, ...)``).
+a separate noise-aware classifier; discriminator guidance (Kim et al. 2022) a discriminator between noised data and
+noised samples, which corrects the model's score where its samples differ from the data. All are wrappers with the
+UNet's call signature ``model(x_t, t, y=labels)`` that return a modified epsilon, so every sampler uses them as it
+uses the UNet; they compose (``ClassifierGuidedModel(CFGModel(unet, w), classifier, s, ...)``).
 
 **Classifier-free guidance.**
 A UNet trained with label dropout (``TrainConfig.label_dropout``: a fraction of training labels replaced by a
@@ -51,45 +52,82 @@ class CFGModel(nn.Module):
         return torch.cat([eps, cond[:, c:]], dim=1)
 
 
-class ClassifierGuidedModel(nn.Module):
-    """Classifier guidance on epsilon (Dhariwal & Nichol 2021, Algorithm 2 and Eq. 14):
+class GradientGuidedModel(nn.Module):
+    """The shared form of classifier and discriminator guidance: a log-density term f(x_t, t, y) whose gradient is
+    added to the model's score, which on epsilon reads
 
-        eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} log p_phi(y | x_t, t)
+        eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} f(x_t, t, y)
 
-    i.e. the score of p(x_t | y) is the model's score plus ``s`` times the classifier's. ``classifier(x_t, t)``
-    is a noise-aware classifier (:class:`~saliency_lib.unet.EncoderUNet`, the DDPM's own encoder with a pooled head
-    as in guided-diffusion, or the small-ResNet :class:`~saliency_lib.classifiers.NoisyClassifier`) that reads the
-    diffusion-space x_t ``[N, 3, H, W]`` and the *original* timesteps ``t`` ``[N]`` (what the samplers pass the
-    model; respaced samplers map their indices back). ``alphas_cumprod``: abar_t of the original, unrespaced
-    schedule (float64, length T). The same epsilon serves DDIM and ancestral DDPM steps (guided-diffusion
-    shifts the DDPM mean by s * Sigma * grad instead; both follow the same guided score). Variance channels, if
-    the model learns them, pass through. Cost: one classifier forward and backward per step.
+    (score = -eps / sqrt(1 - abar_t)). Subclasses define :meth:`log_term`, summed over the batch (the samples'
+    gradients separate). ``network(x_t, t)`` -> ``[N, K]`` reads the diffusion-space x_t ``[N, 3, H, W]`` and the
+    *original* timesteps ``t`` ``[N]`` (what the samplers pass the model; respaced samplers map their indices
+    back). ``alphas_cumprod``: abar_t of the original, unrespaced schedule (float64, length T). The same epsilon
+    serves DDIM and ancestral DDPM steps. Variance channels, if the model learns them, pass through. Cost: one
+    forward and backward of ``network`` per step.
     """
 
-    def __init__(self, model: nn.Module, classifier: nn.Module, scale: float, alphas_cumprod: np.ndarray):
+    def __init__(self, model: nn.Module, network: nn.Module, scale: float, alphas_cumprod: np.ndarray):
         super().__init__()
         if scale < 0:
-            raise SaliencyNoiseError(f"classifier guidance scale must be >= 0, got {scale}")
-        self.model, self.classifier, self.scale = model, classifier.eval(), float(scale)
+            raise SaliencyNoiseError(f"{type(self).__name__}: guidance scale must be >= 0, got {scale}")
+        self.model, self.network, self.scale = model, network.eval(), float(scale)
         self.register_buffer("sigma", torch.from_numpy(np.sqrt(1.0 - np.asarray(alphas_cumprod, dtype=np.float64))),
                              persistent=False)
 
-    def class_log_prob_grad(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """grad_{x_t} log p_phi(y | x_t, t) ``[N, 3, H, W]`` (each sample's own gradient: the sum over the batch
-        separates)."""
+    def log_term(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[N]`` f(x_t, t, y) from the network's ``outputs`` ``[N, K]`` and the classes ``y`` ``[N]``."""
+        raise NotImplementedError
+
+    def guidance_grad(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """grad_{x_t} f(x_t, t, y) ``[N, 3, H, W]``, each sample's own gradient."""
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
-            log_p = F.log_softmax(self.classifier(x, t), dim=-1)
-            picked = log_p.gather(1, y.view(-1, 1)).sum()
-            return torch.autograd.grad(picked, x)[0]
+            return torch.autograd.grad(self.log_term(self.network(x, t), y).sum(), x)[0]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:
-            raise SaliencyNoiseError("classifier guidance needs the target classes y")
+            raise SaliencyNoiseError(f"{type(self).__name__} needs the target classes y")
         out = self.model(x_t, t, y=y)
         if self.scale == 0:
             return out
         c = x_t.shape[1]
         sigma = self.sigma.to(x_t.device)[t.long()].to(x_t.dtype).view(-1, 1, 1, 1)
-        eps = out[:, :c] - self.scale * sigma * self.class_log_prob_grad(x_t, t, y)
+        eps = out[:, :c] - self.scale * sigma * self.guidance_grad(x_t, t, y)
         return torch.cat([eps, out[:, c:]], dim=1)
+
+
+class ClassifierGuidedModel(GradientGuidedModel):
+    """Classifier guidance on epsilon (Dhariwal & Nichol 2021, Algorithm 2 and Eq. 14): f = log p_phi(y | x_t, t),
+
+        eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} log p_phi(y | x_t, t)
+
+    i.e. the score of p(x_t | y) is the model's score plus ``s`` times the classifier's. ``classifier(x_t, t)``
+    is a noise-aware classifier (:class:`~saliency_lib.unet.EncoderUNet`, the DDPM's own encoder with a pooled head
+    as in guided-diffusion, or the small-ResNet :class:`~saliency_lib.classifiers.NoisyClassifier`); see
+    :class:`GradientGuidedModel` for the inputs. (guided-diffusion shifts the DDPM mean by s * Sigma * grad
+    instead; both follow the same guided score.)
+    """
+
+    def __init__(self, model: nn.Module, classifier: nn.Module, scale: float, alphas_cumprod: np.ndarray):
+        super().__init__(model, classifier, scale, alphas_cumprod)
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.network
+
+    def log_term(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(outputs, dim=-1).gather(1, y.view(-1, 1)).squeeze(1)
+
+
+class DiscriminatorGuidedModel(GradientGuidedModel):
+    """Discriminator guidance (Kim et al. 2022, "Refining generative process with discriminator guidance", Eq. 7-8,
+    class-conditional form): f = log(d / (1 - d)) for a discriminator d(x_t, y, t) = p(real | x_t, y, t) trained to
+    tell noised data from noised samples of the guided DDPM (``train discriminator``). At the optimum,
+    d / (1 - d) = p_data(x_t | y) / p_model(x_t | y), so adding its score corrects the model's score towards the
+    data's: the correction acts where the DDPM's samples differ from the data, not on the class posterior.
+    ``discriminator(x_t, t)`` -> ``[N, K]``: one logit log(d / (1 - d)) per class, of which class y's is used
+    (a :class:`~saliency_lib.classifiers.NoisyClassifier` trained with a binary loss on its class-y output).
+    """
+
+    def log_term(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return outputs.gather(1, y.view(-1, 1)).squeeze(1)

@@ -5,6 +5,7 @@
     python -m saliency_lib.train segmenter --out checkpoints/segmenter ...
     python -m saliency_lib.train noisy-classifier --out checkpoints/noisy_classifier --init <clean resnet> ...
     python -m saliency_lib.train noisy-classifier --arch unet-encoder --init <DDPM weights> ...
+    python -m saliency_lib.train discriminator --fakes <scripts/sample_fakes.py output> --init <noisy classifier> ...
 
 Reproducible from a seed: the batch of step s holds dataset samples ``s*B .. s*B+B-1`` of the train
 split and every random draw of step s comes from a generator seeded with ``(seed, s)``, so a run
@@ -450,11 +451,101 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
     return result
 
 
+# ----------------------------------------------------------------------------- discriminator (History 20)
+def load_fakes(path: Path, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generated samples (``scripts/sample_fakes.py``): ``images`` ``[N, 3, S, S]`` in [-1, 1] and the classes they
+    were conditioned on, ``labels`` ``[N]`` in [0, K)."""
+    tensors, _ = load_tensors(path)
+    images, labels = tensors.get("images"), tensors.get("labels")
+    if images is None or labels is None:
+        raise ValueError(f"{path}: expected tensors 'images' and 'labels' (scripts/sample_fakes.py), got {sorted(tensors)}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size) or labels.shape != images.shape[:1]:
+        raise ValueError(f"{path}: expected images [N, 3, {image_size}, {image_size}] and labels [N], got "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= data.NUM_CLASSES):
+        raise ValueError(f"{path}: labels must be class ids in [0, {data.NUM_CLASSES})")
+    return images.float(), labels.long()
+
+
+def discriminator_step_inputs(step: int, cfg: TrainConfig, num_timesteps: int, fakes: torch.Tensor,
+                              fake_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every random input of discriminator step ``step``: the first half of the batch real (the train split's
+    samples ``step * B/2 ...``), the second half fakes drawn with replacement from ``fakes`` ``[M, 3, H, W]``;
+    x_0 ``[B, 3, H, W]`` in [-1, 1], the conditioning classes ``y`` ``[B]``, ``real`` ``[B]`` (1 real, 0 fake), and the
+    timesteps and noise that take both to x_t."""
+    half = cfg.batch_size // 2
+    params = data.make_params("train", step * half, half)
+    g = step_generator(cfg.seed, step)
+    pick = torch.randint(0, fakes.shape[0], (cfg.batch_size - half,), generator=g)
+    t = torch.randint(cfg.t_min, cfg.t_max or num_timesteps, (cfg.batch_size,), generator=g)
+    noise = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
+    real = torch.cat([torch.ones(half), torch.zeros(cfg.batch_size - half)])
+    return {"x0": torch.cat([data.render_tensors(params, cfg.image_size).images, fakes[pick]]),
+            "y": torch.cat([params["label"], fake_labels[pick]]), "real": real, "t": t, "noise": noise}
+
+
+def discriminator_loss_fn(diffusion: GaussianDiffusion):
+    """Binary cross-entropy of the class-y logit, log(d / (1 - d)), on real against generated x_t."""
+    def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        x_t = diffusion.q_sample(b["x0"], b["t"], noise=b["noise"])
+        logit = m(x_t, b["t"]).gather(1, b["y"].view(-1, 1)).squeeze(1)
+        return nn.functional.binary_cross_entropy_with_logits(logit, b["real"])
+    return loss_fn
+
+
+def train_discriminator(out: Path, cfg: TrainConfig, fakes_path: Path, init: Path | None = None,
+                        holdout: int = 256, diff_cfg: DiffusionConfig = TINY_DIFFUSION, resume: bool = False,
+                        max_minutes: float | None = None, progress: bool = True) -> dict:
+    """Train the discriminator d(x_t, y, t) of discriminator guidance (Kim et al. 2022; ``guidance.py``) on noised
+    train-split images (real) against noised generated samples (fake) at t uniform in [cfg.t_min, cfg.t_max).
+
+    A :class:`~saliency_lib.classifiers.NoisyClassifier` whose class-y output is the logit log(d / (1 - d)):
+    ``init`` a noise-aware classifier's weights (its features of x_t; the default guidance's classifier), or None
+    for a fresh one. The last ``holdout`` fakes are kept out of training (to score the discriminator on samples it
+    has not seen). Writes ``<out>/model.safetensors`` (loadable with ``load_noisy_classifier``).
+    """
+    from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_noisy_classifier, save_model
+
+    if cfg.label_dropout > 0 or cfg.label_smoothing > 0:
+        raise ValueError("label_dropout and label_smoothing have no meaning for the discriminator")
+    if cfg.batch_size < 2:
+        raise ValueError(f"the discriminator's batch is half real, half fake: need batch_size >= 2, got {cfg.batch_size}")
+    diffusion = GaussianDiffusion.from_config(diff_cfg)
+    check_t_range(cfg, diffusion.num_timesteps)
+    fakes, fake_labels = load_fakes(fakes_path, cfg.image_size)
+    if not 0 <= holdout < fakes.shape[0]:
+        raise ValueError(f"holdout must leave fakes to train on: 0 <= holdout < {fakes.shape[0]}, got {holdout}")
+    fakes, fake_labels = fakes[:fakes.shape[0] - holdout], fake_labels[:fakes.shape[0] - holdout]
+    torch.manual_seed(cfg.seed)
+    if init is not None:
+        model = load_noisy_classifier(init)
+        if not isinstance(model, NoisyClassifier):
+            raise ValueError(f"{init}: the discriminator starts from a NoisyClassifier, got {type(model).__name__}")
+    else:
+        model = NoisyClassifier(NoisyClassifierConfig(image_size=cfg.image_size, num_timesteps=diffusion.num_timesteps))
+    if model.config.image_size != cfg.image_size or model.config.num_timesteps != diffusion.num_timesteps:
+        raise ValueError(f"{init}: a classifier for {model.config.image_size}px images and T = "
+                         f"{model.config.num_timesteps}, not {cfg.image_size}px and T = {diffusion.num_timesteps}")
+    meta = {**config_to_metadata(model.config), "diffusion_config": json.dumps(dataclasses.asdict(diff_cfg)),
+            "role": "discriminator", "fakes": str(fakes_path), "holdout_fakes": str(holdout)}
+    if init is not None:
+        meta["init_from"] = str(init)
+    batch_fn = functools.partial(discriminator_step_inputs, cfg=cfg, num_timesteps=diffusion.num_timesteps,
+                                 fakes=fakes, fake_labels=fake_labels)
+    result = run_training(out, model, cfg, batch_fn, discriminator_loss_fn(diffusion), meta, use_ema=False,
+                          resume=resume, max_minutes=max_minutes, progress=progress)
+    save_model(model.cpu().eval(), out / "model.safetensors",
+               {"train_config": json.dumps(dataclasses.asdict(result["config"])), "step": str(result["step"]),
+                "wall_seconds": f"{result['wall_seconds']:.1f}",
+                **{k: v for k, v in meta.items() if k not in ("config", "config_class")}})
+    return result
+
+
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m saliency_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["ddpm", "classifier", "segmenter", "noisy-classifier", "export"])
+    p.add_argument("what", choices=["ddpm", "classifier", "segmenter", "noisy-classifier", "discriminator", "export"])
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (or file, for export)")
     p.add_argument("--arch", default="resnet",
                    help="classifier: resnet or cnn; noisy-classifier: resnet or unet-encoder (a DDPM's encoder; --init)")
@@ -476,6 +567,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="ddpm, fresh runs: start from these exported UNet weights (fine-tuning); noisy-classifier: "
                         "from this clean small ResNet (--arch resnet), or DDPM / EncoderUNet weights "
                         "(--arch unet-encoder)")
+    p.add_argument("--fakes", type=Path, default=None,
+                   help="discriminator: generated samples to tell from the data (scripts/sample_fakes.py)")
+    p.add_argument("--holdout-fakes", type=int, default=256,
+                   help="discriminator: the last this many fakes are kept out of training")
     p.add_argument("--unet", type=json.loads, default=None,
                    help='ddpm: JSON overrides of the tiny UNet config, e.g. \'{"num_res_blocks": 2}\'')
     p.add_argument("--diffusion", type=json.loads, default=None,
@@ -502,6 +597,13 @@ def main(argv: list[str] | None = None) -> None:
                                                               **overrides}),
                                         init=a.init, resume=a.resume, max_minutes=a.minutes, workers=a.workers,
                                         device=a.device, render_on_device=a.render_on_device, arch=a.arch)
+    elif a.what == "discriminator":
+        if a.fakes is None:
+            p.error("discriminator needs --fakes (scripts/sample_fakes.py)")
+        result = train_discriminator(a.out, TrainConfig(**{"steps": 2000, "batch_size": 128, "lr": 5e-4, "warmup": 100,
+                                                           "weight_decay": 5e-4, "ema_decay": 0.0, **overrides}),
+                                     a.fakes, init=a.init, holdout=a.holdout_fakes, resume=a.resume,
+                                     max_minutes=a.minutes)
     else:
         from .classifiers import train_classifier_cli
         result = train_classifier_cli(a.what, a.arch, a.out, overrides, resume=a.resume, max_minutes=a.minutes)

@@ -124,3 +124,13 @@ def test_class_control_reads_true_classes_and_object_sizes_of_dataset_images():
     assert torch.equal(judged.wrong, judged.predicted != batch.labels)
     predicted_counts = torch.bincount(judged.predicted, minlength=8)
     assert predicted_counts.tolist() == judged.confusion.sum(0).tolist()   # columns: the judge's classes
+
+
+def test_format_table_rounds_to_the_requested_digits():
+    from saliency_lib.evaluate import format_table
+
+    rows = [{"group": "source", "condition": "feature map", "iou": [0.3285, 0.2969, 0.3594],
+             "centroid_dist": [8.2871, 4.6723, 12.2801]}]
+    assert format_table(rows) == ("source      feature map                  iou 0.329 [0.297, 0.359]  "
+                                  "centroid_dist 8.287 [4.672, 12.280]")
+    assert format_table(rows, ("iou",), digits=2) == "source      feature map                  iou 0.33 [0.30, 0.36]"
