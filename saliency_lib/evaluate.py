@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -606,13 +606,16 @@ def write_results(res: dict, out: Path) -> list[Path]:
 
 
 def format_table(rows: Sequence[dict], metrics: Sequence[str] = ("iou", "class_accuracy", "centroid_dist"),
-                 digits: int = 3) -> str:
-    """Protocol rows as text: ``group condition metric mean [lo, hi] ...`` rounded to ``digits`` decimals (no
-    timings). Tables of a live run on a few guides are best printed with 2: their third decimal is noise, and a
-    CPU whose float rounding moves one segmented pixel changes it (notebook 06's checked outputs)."""
+                 digits: int | Mapping[str, int] = 3) -> str:
+    """Protocol rows as text: ``group condition metric mean [lo, hi] ...`` rounded to ``digits`` decimals, one number
+    for all metrics or one per metric (no timings). Tables of a live run on a few guides are best printed with fewer:
+    their last decimals are noise, and a CPU whose float rounding moves one segmented pixel changes them (notebook
+    06's checked outputs)."""
+    places = digits if isinstance(digits, Mapping) else {m: digits for m in metrics}
     lines = []
     for r in rows:
-        cells = [f"{m} {r[m][0]:.{digits}f} [{r[m][1]:.{digits}f}, {r[m][2]:.{digits}f}]" for m in metrics if m in r]
+        cells = [f"{m} {r[m][0]:.{places[m]}f} [{r[m][1]:.{places[m]}f}, {r[m][2]:.{places[m]}f}]"
+                 for m in metrics if m in r]
         lines.append(f"{r['group']:11s} {r['condition']:28s} " + "  ".join(cells))
     return "\n".join(lines)
 

@@ -72,10 +72,15 @@ def main() -> None:
     if meta.get("role") != "discriminator":
         p.error(f"{a.discriminator} is not a discriminator (train discriminator writes role=discriminator)")
     base = preset.diffusion()
-    fakes, fake_labels = load_fakes(Path(meta["fakes"]), preset.image_size)
-    holdout = int(meta["holdout_fakes"])
-    accuracy = discriminator_accuracy(disc, base, fakes[fakes.shape[0] - holdout:], fake_labels[fakes.shape[0] - holdout:],
-                                      seed=a.seed) if holdout else []
+    holdout, fakes_path = int(meta["holdout_fakes"]), Path(meta["fakes"])
+    accuracy = []
+    if holdout and fakes_path.exists():
+        fakes, fake_labels = load_fakes(fakes_path, preset.image_size)
+        accuracy = discriminator_accuracy(disc, base, fakes[fakes.shape[0] - holdout:],
+                                          fake_labels[fakes.shape[0] - holdout:], seed=a.seed)
+    else:
+        print(f"no held-out fakes to score the discriminator on ({fakes_path} is not here: scripts/sample_fakes.py "
+              "makes it); sampling only", flush=True)
     for row in accuracy:
         print(f"t = {row['t']:3d}: discriminator accuracy {row['accuracy']:.3f} (mean logit real "
               f"{row['mean_logit_real']:+.2f}, fake {row['mean_logit_fake']:+.2f}; {holdout} held-out fakes)", flush=True)

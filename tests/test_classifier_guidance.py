@@ -9,7 +9,7 @@ from saliency_lib.classifiers import (ClassifierConfig, NoisyClassifier, NoisyCl
                                       load_noisy_classifier)
 from saliency_lib.diffusion import DiffusionConfig, GaussianDiffusion
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.guidance import ClassifierGuidedModel
+from saliency_lib.guidance import ClassifierGuidedModel, DiscriminatorGuidedModel
 from saliency_lib.train import TrainConfig, train_noisy_classifier
 
 
@@ -29,12 +29,17 @@ class ConstantEps(nn.Module):
         return torch.full_like(x_t, 0.25)
 
 
-def test_guided_eps_matches_the_closed_form_gradient():
-    k, shape = 4, (3, 3, 4, 4)
-    clf = LinearNoisyClassifier(k, int(np.prod(shape[1:])))
+def _linear_case(shape=(3, 3, 4, 4), k=4):
+    """A linear network over 3 samples at t = 0, 500, 999, a linear-beta abar_t, and their x_t and classes."""
+    net = LinearNoisyClassifier(k, int(np.prod(shape[1:])))
     abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    t, y = torch.tensor([0, 500, 999]), torch.tensor([0, 3, 1])
+    return net, abar, x, torch.tensor([0, 500, 999]), torch.tensor([0, 3, 1])
+
+
+def test_guided_eps_matches_the_closed_form_gradient():
+    clf, abar, x, t, y = _linear_case()
+    shape = x.shape
     before = x.clone()
     with torch.no_grad():   # samplers call the model without autograd: the wrapper must still take the gradient
         out = ClassifierGuidedModel(ConstantEps(), clf, 2.0, abar)(x, t, y=y)
@@ -54,6 +59,25 @@ def test_guided_eps_matches_the_closed_form_gradient():
         ClassifierGuidedModel(ConstantEps(), clf, -1.0, abar)
     with pytest.raises(SaliencyNoiseError, match="target classes"):
         ClassifierGuidedModel(ConstantEps(), clf, 1.0, abar)(x, t)
+
+
+def test_discriminator_guided_eps_follows_the_class_logit_not_the_softmax():
+    disc, abar, x, t, y = _linear_case()   # class-y logit: W_y x + t / 1000, so its gradient is W_y
+    shape = x.shape
+    before = x.clone()
+    with torch.no_grad():   # samplers call the model without autograd: the wrapper must still take the gradient
+        out = DiscriminatorGuidedModel(ConstantEps(), disc, 1.5, abar)(x, t, y=y)
+        classifier_out = ClassifierGuidedModel(ConstantEps(), disc, 1.5, abar)(x, t, y=y)
+    assert torch.equal(x, before)
+    sigma = torch.from_numpy(np.sqrt(1 - abar))[t].float().view(-1, 1, 1, 1)
+    torch.testing.assert_close(out, 0.25 - 1.5 * sigma * disc.w.detach()[y].view(shape))
+    assert not torch.allclose(out, classifier_out)   # log d/(1-d) of class y, not log softmax over classes
+    with torch.no_grad():
+        assert torch.equal(DiscriminatorGuidedModel(ConstantEps(), disc, 0.0, abar)(x, t, y=y), torch.full_like(x, 0.25))
+    with pytest.raises(SaliencyNoiseError, match=">= 0"):
+        DiscriminatorGuidedModel(ConstantEps(), disc, -1.0, abar)
+    with pytest.raises(SaliencyNoiseError, match="target classes"):
+        DiscriminatorGuidedModel(ConstantEps(), disc, 1.0, abar)(x, t)
 
 
 def test_guidance_raises_the_classifier_probability_along_a_ddim_chain():

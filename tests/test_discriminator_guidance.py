@@ -1,54 +1,13 @@
-"""Discriminator guidance (Kim et al. 2022): the guided epsilon, the discriminator's batches, training and refusals."""
+"""Discriminator guidance (Kim et al. 2022): the discriminator's batches, training and refusals (the guided epsilon
+is tested with classifier guidance's, in test_classifier_guidance.py)."""
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from saliency_lib.classifiers import NoisyClassifier, load_noisy_classifier
 from saliency_lib.diffusion import DiffusionConfig, GaussianDiffusion
-from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.guidance import ClassifierGuidedModel, DiscriminatorGuidedModel
 from saliency_lib.train import TrainConfig, discriminator_step_inputs, load_fakes, train_discriminator
 from saliency_lib.weights import read_metadata, save_tensors
-
-
-class LinearLogits(nn.Module):
-    """logits = W flatten(x_t): the class-y logit's gradient is W_y, in closed form."""
-
-    def __init__(self, k: int, d: int):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(k, d, generator=torch.Generator().manual_seed(5)) * 0.1)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return x_t.flatten(1) @ self.w.T
-
-
-class ConstantEps(nn.Module):
-    def forward(self, x_t, t, y=None):
-        return torch.full_like(x_t, 0.25)
-
-
-def test_discriminator_guided_eps_follows_the_class_logit_not_the_softmax():
-    k, shape = 4, (3, 3, 4, 4)
-    disc = LinearLogits(k, int(np.prod(shape[1:])))
-    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    t, y = torch.tensor([0, 500, 999]), torch.tensor([0, 3, 1])
-    before = x.clone()
-    with torch.no_grad():   # samplers call the model without autograd: the wrapper must still take the gradient
-        out = DiscriminatorGuidedModel(ConstantEps(), disc, 1.5, abar)(x, t, y=y)
-        classifier_out = ClassifierGuidedModel(ConstantEps(), disc, 1.5, abar)(x, t, y=y)
-    assert torch.equal(x, before)
-    sigma = torch.from_numpy(np.sqrt(1 - abar))[t].float().view(-1, 1, 1, 1)
-    torch.testing.assert_close(out, 0.25 - 1.5 * sigma * disc.w.detach()[y].view(shape))
-    assert not torch.allclose(out, classifier_out)   # log d/(1-d) of class y, not log softmax over classes
-    with torch.no_grad():
-        assert torch.equal(DiscriminatorGuidedModel(ConstantEps(), disc, 0.0, abar)(x, t, y=y), torch.full_like(x, 0.25))
-    with pytest.raises(SaliencyNoiseError, match=">= 0"):
-        DiscriminatorGuidedModel(ConstantEps(), disc, -1.0, abar)
-    with pytest.raises(SaliencyNoiseError, match="target classes"):
-        DiscriminatorGuidedModel(ConstantEps(), disc, 1.0, abar)(x, t)
 
 
 def _fakes(path, n=40, size=32):

@@ -134,3 +134,5 @@ def test_format_table_rounds_to_the_requested_digits():
     assert format_table(rows) == ("source      feature map                  iou 0.329 [0.297, 0.359]  "
                                   "centroid_dist 8.287 [4.672, 12.280]")
     assert format_table(rows, ("iou",), digits=2) == "source      feature map                  iou 0.33 [0.30, 0.36]"
+    assert format_table(rows, digits={"iou": 2, "centroid_dist": 1}) == (
+        "source      feature map                  iou 0.33 [0.30, 0.36]  centroid_dist 8.3 [4.7, 12.3]")
