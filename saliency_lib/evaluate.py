@@ -163,9 +163,19 @@ def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int
 
 
 def generate_batched(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
-                     batch: int = 64) -> tuple[torch.Tensor, float]:
-    """:func:`generate` in batches (sampler seeds ``seed + batch index``); returns images and seconds."""
-    return batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed), x_T, y, seed=seed, batch=batch)
+                     batch: int = 64, model: nn.Module | None = None) -> tuple[torch.Tensor, float]:
+    """:func:`generate` in batches (sampler seeds ``seed + batch index``; ``model`` as there); returns images and
+    seconds."""
+    return batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed, model=model), x_T, y, seed=seed,
+                   batch=batch)
+
+
+def image_stats(x: torch.Tensor, saturated: float = 0.95) -> dict[str, float]:
+    """Colour statistics of images ``[N, 3, H, W]`` in [-1, 1] (how far samples are from the data's colours, model
+    card History 10): mean |x|, the fraction of pixel values with |x| > ``saturated``, and the mean |colour| of an
+    image (its per-channel spatial mean)."""
+    return {"mean_abs": x.abs().mean().item(), "saturated_fraction": (x.abs() > saturated).float().mean().item(),
+            "mean_colour_abs": x.mean(dim=(2, 3)).abs().mean().item()}
 
 
 def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tensor, sampler: Sampler,

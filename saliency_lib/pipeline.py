@@ -182,21 +182,24 @@ def target_labels(preset: Preset, target: int | str | Sequence[int | str] | torc
 
 
 def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int | str] | torch.Tensor,
-             sampler: Sampler = Sampler(), seed: int = 0, progress: bool = False) -> torch.Tensor:
+             sampler: Sampler = Sampler(), seed: int = 0, progress: bool = False,
+             model: torch.nn.Module | None = None) -> torch.Tensor:
     """Alg. 1 line 4: sample the DDPM from the given ``x_T`` ``[N, 3, S, S]`` with target classes.
 
     Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0);
     ``sampler.guidance`` the classifier-free guidance weight, ``sampler.classifier_scale`` the classifier
-    guidance scale (None: the preset's).
+    guidance scale (None: the preset's). ``model``: the denoiser ``model(x_t, t, y=labels)`` to sample instead of
+    ``sampler.denoiser(preset)`` (a probe's own wrapper of it, e.g. ``guidance.DiscriminatorGuidedModel``).
     """
     check_image_batch("x_T", x_T, channels=3, size=preset.image_size)
     device = next(preset.unet.parameters()).device
     y = target_labels(preset, target, x_T.shape[0]).to(device)
     diffusion = preset.diffusion(sampler.respacing)
     g = torch.Generator(device=device).manual_seed(seed)
+    denoiser = sampler.denoiser(preset) if model is None else model
     with torch.no_grad():
-        return diffusion.sample(sampler.denoiser(preset), x_T.to(device), y, method=sampler.method,
-                                eta=sampler.eta, generator=g, progress=progress)
+        return diffusion.sample(denoiser, x_T.to(device), y, method=sampler.method, eta=sampler.eta, generator=g,
+                                progress=progress)
 
 
 def saliency_classifier(preset: Preset, trained: str | Path | None = None):

@@ -26,16 +26,10 @@ import time
 import torch
 
 from saliency_lib import data
-from saliency_lib.evaluate import gaussian_class_batch, judge_probs, per_class_accuracy
+from saliency_lib.evaluate import gaussian_class_batch, image_stats, judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
-
-
-def image_stats(x: torch.Tensor) -> dict:
-    """Saturation statistics of ``[N, 3, H, W]`` images in [-1, 1]."""
-    return {"mean_abs": x.abs().mean().item(), "saturated_fraction": (x.abs() > 0.95).float().mean().item(),
-            "mean_colour_abs": x.mean(dim=(2, 3)).abs().mean().item()}
 
 
 def sample(preset, x_T: torch.Tensor, y: torch.Tensor, steps: int, guidance: float, start_index: int | None = None):

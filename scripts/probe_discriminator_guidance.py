@@ -6,8 +6,8 @@
 1. How well the discriminator tells real from generated x_t: its held-out fakes (the last ``holdout_fakes`` of the
    file it was trained on, which it never saw) against as many test-split images, both noised with one seeded eps at
    each t; accuracy of the sign of the class-y logit log(d / (1 - d)), and the mean logit of each side.
-2. Sampling: the Quality rows' batch (``gaussian_class_batch(preset, n, seed)``, sampler seeds ``seed + batch``, as
-   ``generate_batched``), the preset's default guidance (w = 4, s = 5, the low-noise expert), and discriminator
+2. Sampling: the Quality rows' batch (``gaussian_class_batch(preset, n, seed)``, ``generate_batched`` with the
+   guided model), the preset's default guidance (w = 4, s = 5, the low-noise expert), and discriminator
    guidance at each scale (``guidance.DiscriminatorGuidedModel``; scale 0 reproduces the Quality rows exactly).
    Prints the judge's per-class accuracy, per class, and how many misread samples hold almost no object.
 """
@@ -23,7 +23,7 @@ import torchvision
 
 from saliency_lib import data
 from saliency_lib.classifiers import load_noisy_classifier
-from saliency_lib.evaluate import batched, class_control, gaussian_class_batch
+from saliency_lib.evaluate import class_control, gaussian_class_batch, generate_batched, image_stats
 from saliency_lib.guidance import DiscriminatorGuidedModel
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
@@ -84,26 +84,20 @@ def main() -> None:
     for row in accuracy:
         print(f"t = {row['t']:3d}: discriminator accuracy {row['accuracy']:.3f} (mean logit real "
               f"{row['mean_logit_real']:+.2f}, fake {row['mean_logit_fake']:+.2f}; {holdout} held-out fakes)", flush=True)
-    diffusion = preset.diffusion(sampler.respacing)
     x_T, y = gaussian_class_batch(preset, a.n, a.seed)
     k = len(preset.class_names)
     rows = []
     for s in scales:
         model = DiscriminatorGuidedModel(sampler.denoiser(preset), disc, s, base.alphas_cumprod)
-
-        def make(xb: torch.Tensor, yb: torch.Tensor, seed: int) -> torch.Tensor:
-            with torch.no_grad():
-                return diffusion.sample(model, xb, yb, method=sampler.method, eta=sampler.eta,
-                                        generator=torch.Generator().manual_seed(seed))
-
-        images, seconds = batched(make, x_T, y, seed=a.seed)
+        images, seconds = generate_batched(preset, x_T, y, sampler, a.seed, model=model)
         judged = class_control(preset, images, y)
         wrong = judged.wrong
+        colours = image_stats(images)
         row = {"discriminator_scale": s, "judge_per_class_accuracy": judged.per_class_accuracy,
                "accuracy_by_class": dict(zip(preset.class_names, judged.accuracy_by_class)),
                "confusion": judged.confusion.tolist(), "seconds_per_image": seconds / a.n,
                "wrong_without_object": judged.no_object[wrong].float().mean().item() if wrong.any() else None,
-               "mean_abs_pixel": images.abs().mean().item(), "saturated_fraction": (images.abs() > 0.95).float().mean().item()}
+               "mean_abs_pixel": colours["mean_abs"], "saturated_fraction": colours["saturated_fraction"]}
         rows.append(row)
         print(f"{sampler.label}, discriminator scale {s:g}: judge per-class accuracy {judged.per_class_accuracy:.3f} "
               f"({a.n} samples); " + ", ".join(f"{c} {v:.2f}" for c, v in row["accuracy_by_class"].items())

@@ -39,7 +39,7 @@ import torchvision
 from torch import nn
 
 from saliency_lib.classifiers import load_classifier
-from saliency_lib.evaluate import batched, class_control, gaussian_class_batch
+from saliency_lib.evaluate import class_control, gaussian_class_batch, generate_batched, image_stats
 from saliency_lib.guidance import CFGModel, ClassifierGuidedModel
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import REPO_ROOT, Preset, load_tiny
@@ -144,23 +144,18 @@ def main() -> None:
     samplers = [Sampler.parse(spec) for spec in a.samplers.split(",")]   # a bad spec fails before any sampling
     rows = []
     for sampler, name in ((sampler, name) for sampler in samplers for name in names):
-        diffusion = preset.diffusion(sampler.respacing)
         model, follows = table[name]
-        # as pipeline.generate does, with this probe's model: batches of 64, sampler seeds a.seed + batch index
-        with torch.no_grad():
-            imgs, seconds = batched(lambda xb, yb, seed: diffusion.sample(
-                model, xb, yb, method=sampler.method, eta=sampler.eta, generator=torch.Generator().manual_seed(seed)),
-                x_T, y, seed=a.seed)
+        imgs, seconds = generate_batched(preset, x_T, y, sampler, a.seed, model=model)   # this probe's model
         seconds /= a.n
         judged = class_control(preset, imgs, y)
+        colours = image_stats(imgs, saturated=SATURATED)
         per_class = judged.accuracy_by_class
         row = {"probe": name, "sampler": f"{sampler.method}:{sampler.steps}",
                "judge_per_class_accuracy": judged.per_class_accuracy,
                "judge_accuracy_by_class": dict(zip(preset.class_names, per_class)),
                "object_area_fraction": judged.areas.mean().item(),
                "no_object_fraction": judged.no_object.float().mean().item(),
-               "mean_abs_pixel": imgs.abs().mean().item(),
-               "saturated_fraction": (imgs.abs() > SATURATED).float().mean().item(),
+               "mean_abs_pixel": colours["mean_abs"], "saturated_fraction": colours["saturated_fraction"],
                "seconds_per_image": seconds}
         if follows is not None:
             with torch.no_grad():

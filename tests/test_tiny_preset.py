@@ -108,3 +108,26 @@ def test_quality_script_runs_on_a_small_subset(preset, tmp_path):
     assert 0 <= res["layout_iou_gaussian"]["mean"] <= 1
     lo, hi = res["layout_iou_gaussian"]["ci95"]
     assert lo <= res["layout_iou_gaussian"]["mean"] <= hi
+
+
+def test_generate_samples_a_given_denoiser_with_the_samplers_process(preset):
+    """``generate(..., model=...)`` (the probes' guided wrappers): the sampler's own denoiser passed explicitly gives
+    the default's images, and another model goes through the same respaced process and seeds."""
+    from saliency_lib.evaluate import generate_batched, image_stats
+    from saliency_lib.guidance import DiscriminatorGuidedModel
+
+    sampler = Sampler("ddim", 3, guidance=0.0, classifier_scale=0.0)
+    x_T = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2])
+    default = generate(preset, x_T, y, sampler)
+    assert torch.equal(generate(preset, x_T, y, sampler, model=sampler.denoiser(preset)), default)
+    guided = DiscriminatorGuidedModel(sampler.denoiser(preset), preset.noisy_classifier, 3.0,
+                                      preset.diffusion().alphas_cumprod)
+    images, _ = generate_batched(preset, x_T, y, sampler, seed=0, batch=2, model=guided)
+    with torch.no_grad():
+        direct = torch.cat([preset.diffusion("ddim3").sample(guided, xb, yb, method="ddim")
+                            for xb, yb in zip(x_T.split(2), y.split(2))])
+    torch.testing.assert_close(images, direct)
+    assert not torch.allclose(images, default)
+    stats = image_stats(torch.tensor([[[[1.0, -0.5]]] * 3]), saturated=0.95)   # [1, 3, 1, 2]
+    assert stats == {"mean_abs": 0.75, "saturated_fraction": 0.5, "mean_colour_abs": 0.25}
