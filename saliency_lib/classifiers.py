@@ -295,10 +295,11 @@ def _classifier_step_inputs(step: int, batch_size: int, image_size: int) -> dict
 def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resume: bool,
                          max_minutes: float | None, progress: bool = True) -> dict:
     """``python -m saliency_lib.train classifier|segmenter``: train on the shapes train split."""
-    from .train import TrainConfig, run_training
+    from .train import TrainConfig, refuse_adversarial, run_training
 
     cfg = TrainConfig(**{"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 5e-4,
                          "ema_decay": 0.0, **overrides})
+    refuse_adversarial(cfg, what)
     torch.manual_seed(cfg.seed)
     if what == "classifier":
         model: nn.Module = build_classifier(ClassifierConfig(arch=arch, image_size=cfg.image_size))

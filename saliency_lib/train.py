@@ -55,6 +55,12 @@ class TrainConfig:
     autocast: str = "none"            # "bf16": forward and backward under torch.autocast(bfloat16) (weights, optimizer
                                       # and the loss stay float32); "none": float32 throughout. Made for GPUs: on
                                       # this project's CPU bf16 ran 2.5x slower (model card, History 17)
+    adversarial_eps: float = 0.0      # noise-aware classifier only: L2 radius of the PGD attack it is trained
+                                      # against (Madry et al. 2018), in diffusion-space units (x_t's [-1, 1] scale,
+                                      # summed over the [3, H, W] pixels); 0: standard training. A robust
+                                      # classifier's gradients follow the image's shapes (robust classifier
+                                      # guidance, Kawar et al. 2022; model card, History 21)
+    adversarial_steps: int = 3        # PGD steps per training batch (step size 2.5 * eps / steps)
     seed: int = 0                     # seeds the init and every per-step draw
     image_size: int = 32              # dataset resolution
     checkpoint_minutes: float = 5.0   # wall-clock period of atomic checkpoints
@@ -76,6 +82,14 @@ def check_t_range(cfg: TrainConfig, num_timesteps: int) -> None:
 
 
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
+
+
+def refuse_adversarial(cfg: TrainConfig, what: str) -> None:
+    """Adversarial training is implemented for the noise-aware classifier only: refuse it elsewhere rather than
+    ignore it."""
+    if cfg.adversarial_eps != 0:
+        raise ValueError(f"adversarial_eps is for the noise-aware classifier (train noisy-classifier); the {what} "
+                         f"trains on clean inputs, got adversarial_eps={cfg.adversarial_eps}")
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -195,7 +209,8 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         tensors, meta = load_tensors(last)
         stored = TrainConfig(**json.loads(meta["train_config"]))   # fields added later take their defaults
         fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout",
-                 "min_snr_gamma", "t_min", "t_max", "autocast", "seed", "image_size")
+                 "min_snr_gamma", "t_min", "t_max", "autocast", "adversarial_eps", "adversarial_steps", "seed",
+                 "image_size")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
@@ -341,6 +356,7 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
     parameters and the training device renders the images, see :func:`ddpm_step_inputs`; ``compile_model``:
     see :func:`run_training`)."""
     check_t_range(cfg, diff_cfg.num_steps)
+    refuse_adversarial(cfg, "DDPM")
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
     last = out / "last.safetensors"
@@ -369,9 +385,16 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
 def _noisy_resnet(init: Path | None, image_size: int, num_timesteps: int) -> tuple[nn.Module, dict[str, str]]:
     """A :class:`~saliency_lib.classifiers.NoisyClassifier`: randomly initialised (the caller seeds torch), or
     (``init``) from a clean small ResNet (``train classifier --arch resnet``), whose stem gains a zero-initialised
-    noise-level channel."""
-    from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier
+    noise-level channel, or from a trained NoisyClassifier (to fine-tune it, e.g. adversarially)."""
+    from .classifiers import NoisyClassifier, NoisyClassifierConfig, load_classifier, load_noisy_classifier
 
+    if init is not None and read_metadata(init).get("config_class") == NoisyClassifierConfig.__name__:
+        model = load_noisy_classifier(init)
+        if (model.config.image_size, model.config.num_timesteps) != (image_size, num_timesteps):
+            raise ValueError(f"--init {init}: a noise-aware classifier for {model.config.image_size}px and "
+                             f"T = {model.config.num_timesteps}, not the {image_size}px and T = {num_timesteps} "
+                             "trained here")
+        return model, config_to_metadata(model.config)
     clean = load_classifier(init) if init is not None else None
     model = NoisyClassifier(NoisyClassifierConfig(image_size=image_size, num_timesteps=num_timesteps,
                                                   **({} if clean is None else {"width": clean.config.width})))
@@ -407,6 +430,35 @@ def _noisy_unet_encoder(init: Path | None, image_size: int, num_timesteps: int) 
 NOISY_CLASSIFIER_ARCHS = {"resnet": _noisy_resnet, "unet-encoder": _noisy_unet_encoder}
 
 
+def l2_pgd(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, eps: float,
+           steps: int) -> torch.Tensor:
+    """An L2 PGD attack (Madry et al. 2018) on a noise-aware classifier ``model(x_t, t)``: ``x + delta`` with
+    ||delta||_2 <= ``eps`` per sample (over its ``[3, H, W]`` values, no clamp: x_t is unbounded) that raises the
+    cross-entropy of the true classes ``y``, found by ``steps`` normalised-gradient ascent steps of size
+    2.5 * eps / steps from delta = 0 (deterministic). ``x`` ``[N, 3, H, W]`` is left untouched; the model's
+    train/eval mode is restored, the attack itself runs in eval mode (BatchNorm statistics are not updated by
+    the attack's forwards). Returns the detached adversarial inputs."""
+    if eps <= 0 or steps < 1:
+        raise ValueError(f"l2_pgd needs eps > 0 and steps >= 1, got eps={eps}, steps={steps}")
+    was_training = model.training
+    model.eval()
+    alpha = 2.5 * eps / steps
+    delta = torch.zeros_like(x)
+    try:
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(x.detach() + delta, t), y)
+            grad, = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                delta = delta + alpha * grad / norm
+                dnorm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                delta = delta * (eps / dnorm.clamp_min(eps))      # project onto the eps-ball
+    finally:
+        model.train(was_training)
+    return (x + delta).detach()
+
+
 def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfig = TINY_DIFFUSION,
                            init: Path | None = None, resume: bool = False, max_minutes: float | None = None,
                            progress: bool = True, workers: int = 0, device: str = "cpu",
@@ -436,6 +488,8 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
 
     def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
         x_t = diffusion.q_sample(step_images(b), b["t"], noise=b["noise"])
+        if cfg.adversarial_eps > 0:   # robust training: the loss at the worst x_t within the L2 ball
+            x_t = l2_pgd(m, x_t, b["t"], b["y"], cfg.adversarial_eps, cfg.adversarial_steps)
         return nn.functional.cross_entropy(m(x_t, b["t"]), b["y"], label_smoothing=cfg.label_smoothing)
 
     # the DDPM's step inputs (x_0, labels, t, eps from (seed, step)); label dropout has no meaning here
@@ -512,6 +566,7 @@ def train_discriminator(out: Path, cfg: TrainConfig, fakes_path: Path, init: Pat
         raise ValueError(f"the discriminator's batch is half real, half fake: need batch_size >= 2, got {cfg.batch_size}")
     diffusion = GaussianDiffusion.from_config(diff_cfg)
     check_t_range(cfg, diffusion.num_timesteps)
+    refuse_adversarial(cfg, "discriminator")
     fakes, fake_labels = load_fakes(fakes_path, cfg.image_size)
     if not 0 <= holdout < fakes.shape[0]:
         raise ValueError(f"holdout must leave fakes to train on: 0 <= holdout < {fakes.shape[0]}, got {holdout}")

@@ -147,3 +147,20 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"checkpoint {str(path)!r} is not a flat state dict of tensors")
     return state
+
+
+def interpolate_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+                        alpha: float) -> dict[str, torch.Tensor]:
+    """``(1 - alpha) * a + alpha * b`` for two state dicts of one network (WiSE-FT, Wortsman et al. 2022: two
+    fine-tunes from one init; alpha 0 gives ``a``, 1 gives ``b``, beyond 1 extrapolates the fine-tune). Floating
+    tensors are interpolated; integer ones (counters) are taken from ``b``. Raises :class:`WeightsError` when the
+    names or shapes differ."""
+    if a.keys() != b.keys():
+        raise WeightsError(f"the two state dicts hold different tensors: only in the first "
+                           f"{sorted(a.keys() - b.keys())[:5]}, only in the second {sorted(b.keys() - a.keys())[:5]}")
+    out = {}
+    for k in a:
+        if a[k].shape != b[k].shape:
+            raise WeightsError(f"tensor {k!r}: shape {tuple(a[k].shape)} in the first, {tuple(b[k].shape)} in the second")
+        out[k] = a[k] + alpha * (b[k] - a[k]) if a[k].is_floating_point() else b[k].clone()
+    return out
