@@ -204,6 +204,27 @@ def load_noisy_classifier(path: str | Path) -> nn.Module:
     return model.eval()
 
 
+class NoisyClassifierEnsemble(nn.Module):
+    """Several noise-aware classifiers as one, ``model(x_t, t)`` -> ``[N, K]`` logits of their normalised product
+    of experts, p(y | x_t, t) proportional to prod_m p_m(y | x_t, t)^(1/M): the mean of the members' log-softmax
+    outputs (any softmax of these logits is that normalised geometric mean). Its log-probability gradient is the mean
+    of the members' gradients, so for classifier guidance the parts of each member's gradient that the others do not
+    share (adversarial directions of one network) are averaged down, and what they agree on is kept (model card,
+    History 21). Members must share the classes ``K`` and read the same x_t and original t."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise SaliencyNoiseError("a classifier ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        outs = [F.log_softmax(m(x_t, t), dim=-1) for m in self.members]
+        if len({o.shape for o in outs}) != 1:
+            raise SaliencyNoiseError(f"ensemble members disagree on the output shape: {[tuple(o.shape) for o in outs]}")
+        return torch.stack(outs).mean(0)
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     width: int = 16                   # channels of the first encoder stage

@@ -31,8 +31,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .classifiers import (ClassifierConfig, Normalization, imagenet_class_names, load_classifier, load_noisy_classifier,
-                          load_segmenter)
+from .classifiers import (ClassifierConfig, Normalization, NoisyClassifierEnsemble, imagenet_class_names,
+                          load_classifier, load_noisy_classifier, load_segmenter)
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
 from .inversion import IGConfig
@@ -274,9 +274,21 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   judge_segmenter=load_segmenter(d / manifest["judge_segmenter"]),
                   info=manifest, ig_config=IGConfig(**manifest.get("ig", {})),
                   guidance_weight=float(manifest.get("guidance_weight", 0.0)),
-                  noisy_classifier=(load_noisy_classifier(d / manifest["noisy_classifier"])
-                                    if "noisy_classifier" in manifest else None),
+                  noisy_classifier=_manifest_noisy_classifier(d, manifest.get("noisy_classifier"), manifest_path),
                   classifier_scale=float(manifest.get("classifier_scale", 0.0))).to(device)
+
+
+def _manifest_noisy_classifier(d: Path, entry: str | list[str] | None, manifest_path: Path) -> nn.Module | None:
+    """The manifest's ``noisy_classifier``: absent (None), one weights file, or a list of files guided with as their
+    normalised product (:class:`~saliency_lib.classifiers.NoisyClassifierEnsemble`; model card, History 21)."""
+    if entry is None:
+        return None
+    if isinstance(entry, str):
+        return load_noisy_classifier(d / entry)
+    if not isinstance(entry, list) or not entry or not all(isinstance(f, str) for f in entry):
+        raise SaliencyNoiseError(f"{manifest_path}, noisy_classifier: expected a file name or a non-empty list of "
+                                 f"them, got {entry!r}")
+    return NoisyClassifierEnsemble([load_noisy_classifier(d / f) for f in entry]).eval()
 
 
 def load_imagenet128(device: str = "cuda", progress: bool = True, classifier_guidance: bool = False) -> Preset:

@@ -44,8 +44,9 @@ def main() -> None:
     p.add_argument("--guidance-weight", type=float, default=0.0,
                    help="the preset's default classifier-free guidance weight w (needs a DDPM with a null class; "
                         "see scripts/sweep_guidance.py)")
-    p.add_argument("--noisy-classifier", type=Path, default=None,
-                   help="noise-aware classifier for classifier guidance (train noisy-classifier; optional)")
+    p.add_argument("--noisy-classifier", type=Path, action="append", default=[],
+                   help="noise-aware classifier for classifier guidance (train noisy-classifier; optional); repeat it "
+                        "to guide with the normalised product of several (History 21)")
     p.add_argument("--classifier-scale", type=float, default=0.0,
                    help="the preset's default classifier guidance scale s (needs --noisy-classifier)")
     p.add_argument("--low-noise-expert", type=Path, action="append", default=[],
@@ -55,7 +56,7 @@ def main() -> None:
     p.add_argument("--expert-below-t", type=int, action="append", default=[],
                    help="one per --low-noise-expert, in the same order (default: 500 for a single expert)")
     a = p.parse_args()
-    if a.classifier_scale and a.noisy_classifier is None:
+    if a.classifier_scale and not a.noisy_classifier:
         raise SystemExit("--classifier-scale > 0 needs --noisy-classifier")
     a.out.mkdir(parents=True, exist_ok=True)
     export_weights(a.ddpm, a.out / "ddpm.safetensors")
@@ -75,10 +76,13 @@ def main() -> None:
     shutil.copyfile(a.judge_classifier, a.out / "judge_classifier.safetensors")
     shutil.copyfile(a.judge_segmenter, a.out / "judge_segmenter.safetensors")
     extra = {}
-    if a.noisy_classifier is not None:
-        load_noisy_classifier(a.noisy_classifier)
-        shutil.copyfile(a.noisy_classifier, a.out / "noisy_classifier.safetensors")
-        extra = {"noisy_classifier": "noisy_classifier.safetensors", "classifier_scale": a.classifier_scale}
+    names = []
+    for i, path in enumerate(a.noisy_classifier):   # one: "noisy_classifier.safetensors", as before; several: a list
+        load_noisy_classifier(path)
+        names.append("noisy_classifier.safetensors" if i == 0 else f"noisy_classifier_{i + 1}.safetensors")
+        shutil.copyfile(path, a.out / names[-1])
+    if names:
+        extra = {"noisy_classifier": names[0] if len(names) == 1 else names, "classifier_scale": a.classifier_scale}
     try:
         below_ts = expert_thresholds(len(a.low_noise_expert), a.expert_below_t)
     except SaliencyNoiseError as err:
@@ -99,6 +103,7 @@ def main() -> None:
     atomic_write_bytes(a.out / "preset.json", json.dumps(manifest, indent=2).encode())
     shipped = {v for v in manifest.values() if isinstance(v, str) and v.endswith(".safetensors")}
     shipped |= {e["file"] for e in experts}
+    shipped |= set(names)
     for stale in sorted(f for f in a.out.glob("*.safetensors") if f.name not in shipped):
         stale.unlink()   # a previous build's optional model, which this manifest does not name
         print(f"removed {stale} (not in this build)")

@@ -5,6 +5,7 @@ weight w and classifier guidance scale s.
         --n 128 --sampler ddim:50 --json data/models/tiny/guidance_sweep.json
     python scripts/sweep_guidance.py --weights 4 --classifier-scales 0,1,2,4 \
         --noisy-classifier checkpoints/noisy_classifier/last.safetensors
+    python scripts/sweep_guidance.py --weights 4 --classifier-scales 5 --noisy-classifier A --noisy-classifier B
 
 One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps = (1 + w) eps(y) - w eps(null),
 then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from saliency_lib.classifiers import load_noisy_classifier
+from saliency_lib.classifiers import NoisyClassifierEnsemble, load_noisy_classifier
 from saliency_lib.evaluate import NO_OBJECT_AREA, class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
 from saliency_lib.errors import SaliencyNoiseError
@@ -45,8 +46,9 @@ def main() -> None:
     p.add_argument("--weights", default="0,1,2,3,5")
     p.add_argument("--classifier-scales", default="0",
                    help="classifier guidance scales s (needs a noise-aware classifier: the preset's or --noisy-classifier)")
-    p.add_argument("--noisy-classifier", type=Path, default=None,
-                   help="noise-aware classifier weights or training checkpoint (default: the preset's)")
+    p.add_argument("--noisy-classifier", type=Path, action="append", default=[],
+                   help="noise-aware classifier weights or training checkpoint (default: the preset's); repeat it to "
+                        "guide with the normalised product of several (classifiers.NoisyClassifierEnsemble, History 21)")
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--sampler", default="ddim:50", help="method:steps")
     p.add_argument("--seed", type=int, default=0)
@@ -70,10 +72,14 @@ def main() -> None:
         exported = a.grids / f"sweep_low_noise_expert_{i}.safetensors"
         export_weights(expert, exported)
         preset = with_low_noise_expert(preset, exported, below_t)
-    if a.noisy_classifier is not None:
-        exported = a.grids / "sweep_noisy_classifier.safetensors"
-        export_weights(a.noisy_classifier, exported)
-        preset = dataclasses.replace(preset, noisy_classifier=load_noisy_classifier(exported))
+    if a.noisy_classifier:
+        members = []
+        for i, path in enumerate(a.noisy_classifier):
+            exported = a.grids / f"sweep_noisy_classifier_{i}.safetensors"
+            export_weights(path, exported)
+            members.append(load_noisy_classifier(exported))
+        classifier = members[0] if len(members) == 1 else NoisyClassifierEnsemble(members).eval()
+        preset = dataclasses.replace(preset, noisy_classifier=classifier)
     preset = preset.to(a.device)   # every model; x_T is drawn on the CPU, so each device starts from the same batch
     k = len(preset.class_names)
     x_T, y = gaussian_class_batch(preset, a.n, a.seed)
@@ -106,7 +112,7 @@ def main() -> None:
                                      nrow=min(GRID_COLUMNS, a.n // k))
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(e) for e in a.low_noise_expert],
-                                               "expert_below_t": below_ts, "noisy_classifier": str(a.noisy_classifier),
+                                               "expert_below_t": below_ts, "noisy_classifier": [str(c) for c in a.noisy_classifier] or None,
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed, "device": a.device,
                                                "rows": rows}, indent=1).encode())
 

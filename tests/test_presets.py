@@ -286,3 +286,31 @@ def test_adm128_classifier_downloads_and_loads_official_weights(server, tmp_path
     monkeypatch.setattr(presets, "ADM128_CLASSIFIER_URL", "http://127.0.0.1:9/128x128_classifier.pt")
     with pytest.raises(DownloadError, match="128x128_classifier.pt"):
         presets.load_adm128_classifier(progress=False)
+
+
+def test_tiny_manifest_takes_a_list_of_noise_aware_classifiers_as_their_product(tmp_path):
+    """preset.json's ``noisy_classifier`` may name several files: the preset then guides with their normalised
+    product (classifiers.NoisyClassifierEnsemble, History 21); a malformed entry is refused by name."""
+    import json
+    import shutil
+
+    from saliency_lib.classifiers import NoisyClassifierEnsemble, load_noisy_classifier
+    from saliency_lib.presets import TINY_DIR, load_tiny
+
+    for f in TINY_DIR.glob("*.safetensors"):
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(tmp_path / "noisy_classifier.safetensors", tmp_path / "noisy_classifier_2.safetensors")
+    manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    manifest["noisy_classifier"] = ["noisy_classifier.safetensors", "noisy_classifier_2.safetensors"]
+    (tmp_path / "preset.json").write_text(json.dumps(manifest))
+    ensemble = load_tiny(model_dir=tmp_path).noisy_classifier
+    assert isinstance(ensemble, NoisyClassifierEnsemble) and len(ensemble.members) == 2
+    single = load_noisy_classifier(TINY_DIR / "noisy_classifier.safetensors")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 300])
+    with torch.no_grad():   # the product of a classifier with itself is that classifier
+        torch.testing.assert_close(ensemble(x, t).softmax(-1), single(x, t).softmax(-1))
+    manifest["noisy_classifier"] = []
+    (tmp_path / "preset.json").write_text(json.dumps(manifest))
+    with pytest.raises(SaliencyNoiseError, match="noisy_classifier: expected a file name or a non-empty list"):
+        load_tiny(model_dir=tmp_path)

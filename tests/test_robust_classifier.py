@@ -111,3 +111,31 @@ def test_interpolate_tensors_between_and_beyond_two_fine_tunes():
         interpolate_tensors({"w": a["w"], "x": a["w"]}, {"w": b["w"]}, 0.5)
     with pytest.raises(WeightsError, match="shape"):
         interpolate_tensors({"w": a["w"]}, {"w": torch.zeros(3)}, 0.5)
+
+
+def test_classifier_ensemble_is_the_normalised_product_of_its_members():
+    from saliency_lib.classifiers import NoisyClassifierEnsemble
+    from saliency_lib.errors import SaliencyNoiseError
+
+    torch.manual_seed(0)
+    a = NoisyClassifier(NoisyClassifierConfig(width=8)).eval()
+    b = NoisyClassifier(NoisyClassifierConfig(width=8)).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 400, 900])
+    with torch.no_grad():
+        pa, pb = a(x, t).softmax(-1), b(x, t).softmax(-1)
+        product = (pa * pb).sqrt()
+        torch.testing.assert_close(NoisyClassifierEnsemble([a, b])(x, t).softmax(-1),
+                                   product / product.sum(-1, keepdim=True))
+        torch.testing.assert_close(NoisyClassifierEnsemble([a])(x, t).softmax(-1), pa)
+    # its guidance gradient is the mean of the members' gradients of log p(y | x_t, t)
+    y = torch.tensor([1, 2, 3])
+
+    def grad(model):
+        xx = x.clone().requires_grad_(True)
+        logp = torch.log_softmax(model(xx, t), -1).gather(1, y.view(-1, 1)).sum()
+        return torch.autograd.grad(logp, xx)[0]
+
+    torch.testing.assert_close(grad(NoisyClassifierEnsemble([a, b])), (grad(a) + grad(b)) / 2)
+    with pytest.raises(SaliencyNoiseError, match="at least one member"):
+        NoisyClassifierEnsemble([])
