@@ -8,7 +8,7 @@ and what its guidance gradient looks like.
 For each classifier: accuracy on test images noised to x_t ~ q(x_t | x_0) (seeded noise), clean and under an L2 PGD
 attack of radius --eps (``train.l2_pgd``, --pgd-steps steps), at each --t. The figure shows, for one test image per
 class at t = --figure-t, x_t, then per classifier the guidance direction grad_{x_t} log p(y | x_t, t) of the true
-class (scaled per image to its largest absolute value; red/blue: the sign of the first channel's mean over RGB).
+class (averaged over RGB and scaled per image to its largest absolute value; red/blue: its sign).
 A robust classifier's gradient should follow the object's outline (perceptually aligned gradients); the sampling
 effect is measured by ``scripts/sweep_guidance.py --noisy-classifier``.
 """
@@ -16,37 +16,38 @@ effect is measured by ``scripts/sweep_guidance.py --noisy-classifier``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from saliency_lib import data
 from saliency_lib.classifiers import load_noisy_classifier
 from saliency_lib.diffusion import GaussianDiffusion
+from saliency_lib.evaluate import noisy_classifier_accuracy
+from saliency_lib.guidance import ClassifierGuidedModel
 from saliency_lib.presets import load_tiny
 from saliency_lib.train import l2_pgd
 from saliency_lib.weights import atomic_write_bytes
 
 
-def accuracy_by_t(model, diffusion: GaussianDiffusion, batch: data.ShapeBatch, ts: list[int], eps: float,
-                  pgd_steps: int, seed: int, chunk: int = 256) -> dict[str, dict[int, float]]:
-    """Clean and PGD accuracy of ``model(x_t, t)`` on ``batch``'s images noised to each t (one seeded eps)."""
-    out: dict[str, dict[int, float]] = {"clean": {}, "pgd": {}}
+def pgd_accuracy_by_t(model, diffusion: GaussianDiffusion, batch: data.ShapeBatch, ts: list[int], eps: float,
+                      pgd_steps: int, seed: int, chunk: int = 256) -> dict[str, float]:
+    """Accuracy of ``model(x_t, t)`` under ``train.l2_pgd`` on ``batch``'s images noised to each t, with the seeded
+    noise draw of ``evaluate.noisy_classifier_accuracy`` (which gives the clean accuracy on the same x_t)."""
+    out = {}
     noise = torch.randn(batch.images.shape, generator=torch.Generator().manual_seed(seed))
     for t in ts:
-        right_clean = right_adv = 0
+        right = 0
         for i in range(0, len(batch.labels), chunk):
             x0, y = batch.images[i:i + chunk], batch.labels[i:i + chunk]
             tt = torch.full((len(y),), t, dtype=torch.long)
-            x_t = diffusion.q_sample(x0, tt, noise=noise[i:i + chunk])
-            adv = l2_pgd(model, x_t, tt, y, eps, pgd_steps)
+            adv = l2_pgd(model, diffusion.q_sample(x0, tt, noise=noise[i:i + chunk]), tt, y, eps, pgd_steps)
             with torch.no_grad():
-                right_clean += (model(x_t, tt).argmax(1) == y).sum().item()
-                right_adv += (model(adv, tt).argmax(1) == y).sum().item()
-        out["clean"][t] = round(right_clean / len(batch.labels), 4)
-        out["pgd"][t] = round(right_adv / len(batch.labels), 4)
+                right += (model(adv, tt).argmax(1) == y).sum().item()
+        out[str(t)] = round(right / len(batch.labels), 4)
     return out
 
 
@@ -62,10 +63,9 @@ def gradient_figure(models: dict, diffusion: GaussianDiffusion, batch: data.Shap
     tt = torch.full((len(y),), t, dtype=torch.long)
     x_t = diffusion.q_sample(x0, tt, noise=torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)))
     grads = {}
-    for name, model in models.items():
-        x = x_t.clone().requires_grad_(True)
-        logp = F.log_softmax(model(x, tt), dim=1).gather(1, y.view(-1, 1)).sum()
-        g = torch.autograd.grad(logp, x)[0].mean(1)
+    for name, model in models.items():   # the guidance term itself: grad_{x_t} log p(y | x_t, t)
+        guided = ClassifierGuidedModel(nn.Identity(), model, 1.0, diffusion.alphas_cumprod)
+        g = guided.guidance_grad(x_t, tt, y).mean(1)
         grads[name] = g / g.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1)
     cols = 2 + len(models)
     fig, axes = plt.subplots(len(y), cols, figsize=(1.3 * cols, 1.3 * len(y)))
@@ -106,15 +106,18 @@ def main() -> None:
         if not sep or not name or not path:
             p.error(f"--classifiers takes name=weights pairs, got {item!r}")
         models[name] = load_noisy_classifier(path).eval()
-    diffusion = load_tiny().diffusion()
+    preset = load_tiny()
+    diffusion = preset.diffusion()
     ts = [int(t) for t in a.t.split(",")]
     test = data.make_batch("test", 0, a.n_test)
     result = {"eps": a.eps, "pgd_steps": a.pgd_steps, "n_test": a.n_test, "seed": a.seed,
               "classifiers": {name: path for name, path in (c.split("=", 1) for c in a.classifiers)}, "accuracy": {}}
     for name, model in models.items():
-        acc = accuracy_by_t(model, diffusion, test, ts, a.eps, a.pgd_steps, a.seed)
+        acc = {"clean": noisy_classifier_accuracy(dataclasses.replace(preset, noisy_classifier=model), test, ts, a.seed),
+               "pgd": pgd_accuracy_by_t(model, diffusion, test, ts, a.eps, a.pgd_steps, a.seed)}
         result["accuracy"][name] = acc
-        print(f"{name}: " + ", ".join(f"t={t}: {acc['clean'][t]:.3f} clean / {acc['pgd'][t]:.3f} PGD" for t in ts))
+        print(f"{name}: " + ", ".join(f"t={t}: {acc['clean'][str(t)]:.3f} clean / {acc['pgd'][str(t)]:.3f} PGD"
+                                      for t in ts))
     if a.figure is not None:
         gradient_figure(models, diffusion, data.make_batch("test", a.n_test, 256), a.figure_t, a.seed + 1, a.figure)
         print(f"wrote {a.figure}")

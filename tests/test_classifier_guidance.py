@@ -55,10 +55,6 @@ def test_guided_eps_matches_the_closed_form_gradient():
     torch.testing.assert_close(alone, out[1:2])
     with torch.no_grad():
         assert torch.equal(ClassifierGuidedModel(ConstantEps(), clf, 0.0, abar)(x, t, y=y), torch.full_like(x, 0.25))
-    with pytest.raises(SaliencyNoiseError, match=">= 0"):
-        ClassifierGuidedModel(ConstantEps(), clf, -1.0, abar)
-    with pytest.raises(SaliencyNoiseError, match="target classes"):
-        ClassifierGuidedModel(ConstantEps(), clf, 1.0, abar)(x, t)
 
 
 def test_discriminator_guided_eps_follows_the_class_logit_not_the_softmax():
@@ -74,10 +70,15 @@ def test_discriminator_guided_eps_follows_the_class_logit_not_the_softmax():
     assert not torch.allclose(out, classifier_out)   # log d/(1-d) of class y, not log softmax over classes
     with torch.no_grad():
         assert torch.equal(DiscriminatorGuidedModel(ConstantEps(), disc, 0.0, abar)(x, t, y=y), torch.full_like(x, 0.25))
+
+
+@pytest.mark.parametrize("guided", [ClassifierGuidedModel, DiscriminatorGuidedModel])
+def test_gradient_guidance_refuses_a_negative_scale_and_missing_classes(guided):
+    network, abar, x, t, _ = _linear_case()
     with pytest.raises(SaliencyNoiseError, match=">= 0"):
-        DiscriminatorGuidedModel(ConstantEps(), disc, -1.0, abar)
+        guided(ConstantEps(), network, -1.0, abar)
     with pytest.raises(SaliencyNoiseError, match="target classes"):
-        DiscriminatorGuidedModel(ConstantEps(), disc, 1.0, abar)(x, t)
+        guided(ConstantEps(), network, 1.0, abar)(x, t)
 
 
 def test_guidance_raises_the_classifier_probability_along_a_ddim_chain():

@@ -28,11 +28,7 @@ class TwoClassLinear(nn.Module):
 
 
 def test_l2_pgd_moves_along_the_closed_form_direction_within_the_ball():
-    model = TwoClassLinear(12).train()
-    model.bn.eval()
-    with torch.no_grad():   # a frozen identity BatchNorm
-        model.bn.running_mean.zero_(), model.bn.running_var.fill_(1.0)
-    model.bn.train()
+    model = TwoClassLinear(12).train()   # BatchNorm's running statistics start at mean 0, variance 1
     x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(1))
     x_before = x.clone()
     y = torch.tensor([0, 1, 0, 1])
