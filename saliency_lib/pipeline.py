@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from .diffusion import Restart
 from .errors import SaliencyNoiseError, check_image_batch, check_labels
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
@@ -29,6 +30,7 @@ class Sampler:
     eta: float = 0.0       # DDIM noise (0 = deterministic)
     guidance: float | None = None  # classifier-free guidance weight w (guidance.py); None = the preset's default
     classifier_scale: float | None = None  # classifier guidance scale s (guidance.py); None = the preset's default
+    restarts: tuple[Restart, ...] = ()     # Restart intervals (diffusion.Restart; Xu et al. 2023); () = none
 
     def __post_init__(self) -> None:
         if self.method not in ("ddim", "ddpm"):
@@ -66,7 +68,8 @@ class Sampler:
     @property
     def label(self) -> str:
         return (f"{self.method.upper()}-{self.steps}" + ("" if self.guidance is None else f", w={self.guidance:g}")
-                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}"))
+                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}")
+                + "".join(f", restart {r.t_min}-{r.t_max} x{r.repeats}" for r in self.restarts))
 
 
 def guide_batch(n: int, start: int = 0, size: int = 32):
@@ -198,8 +201,8 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     g = torch.Generator(device=device).manual_seed(seed)
     denoiser = sampler.denoiser(preset) if model is None else model
     with torch.no_grad():
-        return diffusion.sample(denoiser, x_T.to(device), y, method=sampler.method, eta=sampler.eta, generator=g,
-                                progress=progress)
+        return diffusion.sample(denoiser, x_T.to(device), y, method=sampler.method, eta=sampler.eta,
+                                restarts=sampler.restarts, generator=g, progress=progress)
 
 
 def saliency_classifier(preset: Preset, trained: str | Path | None = None):

@@ -1,5 +1,6 @@
 """The shipped tiny preset: loads offline, runs the whole pipeline, and the quality script runs."""
 
+import dataclasses
 import json
 import socket
 
@@ -131,3 +132,22 @@ def test_generate_samples_a_given_denoiser_with_the_samplers_process(preset):
     assert not torch.allclose(images, default)
     stats = image_stats(torch.tensor([[[[1.0, -0.5]]] * 3]), saturated=0.95)   # [1, 3, 1, 2]
     assert stats == {"mean_abs": 0.75, "saturated_fraction": 0.5, "mean_colour_abs": 0.25}
+
+
+def test_generate_with_restarts_follows_the_restart_plan(preset):
+    """``Sampler.restarts`` (History 22) reaches the sampling loop: the same seed gives the loop's own images, and
+    the restarted sampler differs from the plain one."""
+    from saliency_lib.diffusion import Restart
+
+    restarts = (Restart(100, 500, 1),)
+    sampler = Sampler("ddim", 5, guidance=0.0, classifier_scale=0.0, restarts=restarts)
+    assert sampler.label == "DDIM-5, w=0, s_cls=0, restart 100-500 x1"
+    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    y = torch.tensor([3, 4])
+    images = generate(preset, x_T, y, sampler, seed=2)
+    with torch.no_grad():
+        direct = preset.diffusion("ddim5").sample(sampler.denoiser(preset), x_T, y, method="ddim", restarts=restarts,
+                                                  generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(images, direct)
+    plain = generate(preset, x_T, y, dataclasses.replace(sampler, restarts=()), seed=2)
+    assert not torch.allclose(images, plain)

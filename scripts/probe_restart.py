@@ -1,0 +1,94 @@
+"""Restart sampling (Xu et al. 2023) on the tiny preset (model card, History 22): does re-running the mid-noise
+interval where the class is decided (t = 100-400, History 15) with fresh noise raise how often the DDPM draws the
+requested class?
+
+    python scripts/probe_restart.py --n 256 --seed 1 --probes none,100-400x1,100-400x2 \
+        --json data/models/tiny/restart_ddim50_seed1.json
+
+A probe ``A-BxK`` samples with ``Restart(t_min=A, t_max=B, repeats=K)``: when the reverse process reaches t = A it
+jumps forward to t = B with q(x_B | x_A) and runs the same sampler's steps back down to A, K times, then goes on
+(``diffusion.GaussianDiffusion.restart_plan``). ``none`` is the sampler itself. Every probe uses the preset's
+default guidance (classifier-free w = 4, classifier guidance s = 5, the low-noise expert below t = 500) and the
+seeded Gaussian x_T batch with class-balanced targets of `sweep_guidance.py` (``--seed``; sampler seeds ``seed +
+batch index``), so ``none`` with seed 1 reproduces `default_ddim50_seed1.json`. Prints and writes (after every probe,
+atomically) the judge's per-class accuracy, per class, the number of reverse steps (UNet evaluations of the guided
+model) and the time per image; saves a grid per probe under --grids, one row of 16 samples per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+import torchvision
+
+from saliency_lib.diffusion import Restart
+from saliency_lib.evaluate import class_control, gaussian_class_batch, generate_batched
+from saliency_lib.pipeline import Sampler
+from saliency_lib.presets import load_tiny
+from saliency_lib.weights import atomic_write_bytes
+
+GRID_COLUMNS = 16
+
+
+def parse_probe(text: str) -> tuple[Restart, ...]:
+    """``none`` -> (); ``100-400x2`` -> (Restart(100, 400, 2),); several joined by ``+``."""
+    if text == "none":
+        return ()
+    out = []
+    for part in text.split("+"):
+        span, _, repeats = part.partition("x")
+        lo, _, hi = span.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and repeats.isdigit()):
+            raise ValueError(f"probe {text!r}: expected 'none' or t_min-t_maxxK, e.g. 100-400x2 (several joined by +)")
+        out.append(Restart(int(lo), int(hi), int(repeats)))
+    return tuple(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--probes", default="none,100-400x1,100-400x2")
+    p.add_argument("--sampler", default="ddim:50", help="method:steps")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grids", type=Path, default=Path("/tmp/restart_grids"))
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    try:
+        probes = {name: parse_probe(name) for name in a.probes.split(",")}
+    except ValueError as err:
+        p.error(str(err))
+    torch.set_num_threads(a.threads)
+    a.grids.mkdir(parents=True, exist_ok=True)
+    preset = load_tiny()
+    base = Sampler.parse(a.sampler)
+    x_T, y = gaussian_class_batch(preset, a.n, a.seed)
+    k = len(preset.class_names)
+    rows = []
+    for name, restarts in probes.items():
+        sampler = dataclasses.replace(base, restarts=restarts)
+        process = preset.diffusion(sampler.respacing)
+        steps = sum(not isinstance(move, tuple) for move in process.restart_plan(process.num_timesteps - 1, restarts))
+        imgs, seconds = generate_batched(preset, x_T, y, sampler, a.seed)
+        judged = class_control(preset, imgs, y)
+        rows.append({"probe": name, "restarts": [dataclasses.asdict(r) for r in restarts], "reverse_steps": steps,
+                     "judge_per_class_accuracy": judged.per_class_accuracy,
+                     "accuracy_by_class": judged.accuracy_by_class, "confusion": judged.confusion.tolist(),
+                     "no_object": judged.no_object.float().mean().item(), "seconds_per_image": seconds / a.n})
+        print(f"{name:>16s} ({steps} steps): judge per-class accuracy {judged.per_class_accuracy:.3f}, by class "
+              f"{[round(v, 2) for v in judged.accuracy_by_class]}, no object {judged.no_object.float().mean():.3f}, "
+              f"{seconds / a.n:.2f} s/image", flush=True)
+        per_class = torch.cat([imgs[y == c][:GRID_COLUMNS] for c in range(k)])
+        torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"restart_{sampler.method}{sampler.steps}_{name}.png",
+                                     nrow=min(GRID_COLUMNS, a.n // k))
+        if a.json:
+            atomic_write_bytes(a.json, json.dumps({"sampler": a.sampler, "n": a.n, "seed": a.seed,
+                                                   "class_names": preset.class_names, "rows": rows}, indent=1).encode())
+
+
+if __name__ == "__main__":
+    main()
