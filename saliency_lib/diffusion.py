@@ -138,6 +138,21 @@ class Restart:
     t_max: int      # where each restart jumps to (original timestep, upper end; > t_min)
     repeats: int    # how many times the interval is re-run (0: an ordinary sampler)
 
+    @classmethod
+    def parse(cls, text: str) -> tuple["Restart", ...]:
+        """Script options: ``"none"`` -> (); ``"100-400x2"`` -> (Restart(100, 400, 2),); several joined by ``+``."""
+        if text == "none":
+            return ()
+        out = []
+        for part in text.split("+"):
+            span, _, repeats = part.partition("x")
+            lo, _, hi = span.partition("-")
+            if not (lo.isdigit() and hi.isdigit() and repeats.isdigit()):
+                raise SaliencyNoiseError(f"restarts {text!r}: expected 'none' or t_min-t_maxxK, e.g. 100-400x2 "
+                                         "(several joined by +)")
+            out.append(cls(int(lo), int(hi), int(repeats)))
+        return tuple(out)
+
 
 class GaussianDiffusion:
     """Schedule and math of a (possibly respaced) Gaussian diffusion process.

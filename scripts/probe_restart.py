@@ -26,26 +26,13 @@ import torch
 import torchvision
 
 from saliency_lib.diffusion import Restart
+from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib.evaluate import class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
 
 GRID_COLUMNS = 16
-
-
-def parse_probe(text: str) -> tuple[Restart, ...]:
-    """``none`` -> (); ``100-400x2`` -> (Restart(100, 400, 2),); several joined by ``+``."""
-    if text == "none":
-        return ()
-    out = []
-    for part in text.split("+"):
-        span, _, repeats = part.partition("x")
-        lo, _, hi = span.partition("-")
-        if not (lo.isdigit() and hi.isdigit() and repeats.isdigit()):
-            raise ValueError(f"probe {text!r}: expected 'none' or t_min-t_maxxK, e.g. 100-400x2 (several joined by +)")
-        out.append(Restart(int(lo), int(hi), int(repeats)))
-    return tuple(out)
 
 
 def main() -> None:
@@ -59,8 +46,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     try:
-        probes = {name: parse_probe(name) for name in a.probes.split(",")}
-    except ValueError as err:
+        probes = {name: Restart.parse(name) for name in a.probes.split(",")}
+    except SaliencyNoiseError as err:
         p.error(str(err))
     torch.set_num_threads(a.threads)
     a.grids.mkdir(parents=True, exist_ok=True)

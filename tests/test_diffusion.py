@@ -238,3 +238,12 @@ def test_restart_plan_reruns_the_interval_and_sampling_follows_it():
             d.restart_plan(7 if bad.t_max == 990 else 9, [bad])
     with pytest.raises(SaliencyNoiseError, match="two Restart intervals"):
         d.restart_plan(9, [Restart(200, 500, 1), Restart(200, 400, 1)])
+
+
+def test_restart_parse_reads_script_options():
+    assert Restart.parse("none") == ()
+    assert Restart.parse("100-400x2") == (Restart(100, 400, 2),)
+    assert Restart.parse("40-300x1+500-700x3") == (Restart(40, 300, 1), Restart(500, 700, 3))
+    for bad in ("100-400", "x2", "100:400x2", "a-bxc"):
+        with pytest.raises(SaliencyNoiseError, match="t_min-t_maxxK"):
+            Restart.parse(bad)
