@@ -32,6 +32,18 @@ def grid(images01: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:
     return out
 
 
+def save_class_rows(images: torch.Tensor, y: torch.Tensor, num_classes: int, path: str | Path,
+                    columns: int = 16) -> Path:
+    """Save a PNG with one row per class c: the first ``columns`` of ``images`` ``[N, 3, H, W]`` (in [-1, 1]) drawn
+    for class c (``y`` ``[N]``), as the guidance sweeps and sampling probes store their samples. Rows hold
+    min(columns, N // num_classes) images (class-balanced batches fill every row)."""
+    import torchvision
+
+    rows = torch.cat([images[y == c][:columns] for c in range(num_classes)])
+    torchvision.utils.save_image(to_display(rows), path, nrow=max(1, min(columns, len(y) // num_classes)))
+    return Path(path)
+
+
 def show_grid(images01: torch.Tensor, nrow: int, title: str | None = None, row_labels: Sequence[str] | None = None,
               col_labels: Sequence[str] | None = None, scale: float = 0.9, ax=None):
     """Show a grid of ``[N, 3, H, W]`` images in [0, 1]; returns the matplotlib Figure."""

@@ -19,13 +19,13 @@ import json
 from pathlib import Path
 
 import torch
-import torchvision
 
 from saliency_lib import data
 from saliency_lib.classifiers import load_noisy_classifier
 from saliency_lib.evaluate import class_control, gaussian_class_batch, generate_batched, image_stats
 from saliency_lib.guidance import DiscriminatorGuidedModel
 from saliency_lib.pipeline import Sampler
+from saliency_lib.plotting import save_class_rows
 from saliency_lib.presets import load_tiny
 from saliency_lib.train import load_fakes
 from saliency_lib.weights import atomic_write_bytes, read_metadata
@@ -103,9 +103,7 @@ def main() -> None:
               f"({a.n} samples); " + ", ".join(f"{c} {v:.2f}" for c, v in row["accuracy_by_class"].items())
               + f"; misread without object {row['wrong_without_object']}; mean |x| {row['mean_abs_pixel']:.2f}, "
               f"saturated {row['saturated_fraction']:.3f}; {seconds / a.n:.2f} s/image", flush=True)
-        per_class = torch.cat([images[y == c][:16] for c in range(k)])
-        torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"dg_{sampler.method}{sampler.steps}_s{s:g}.png",
-                                     nrow=min(16, a.n // k))
+        save_class_rows(images, y, k, a.grids / f"dg_{sampler.method}{sampler.steps}_s{s:g}.png")
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"discriminator": str(a.discriminator), "sampler": a.sampler, "n": a.n,
                                                "seed": a.seed, "discriminator_accuracy": accuracy, "rows": rows},

@@ -23,16 +23,14 @@ import json
 from pathlib import Path
 
 import torch
-import torchvision
 
 from saliency_lib.diffusion import Restart
 from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib.evaluate import class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
+from saliency_lib.plotting import save_class_rows
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
-
-GRID_COLUMNS = 16
 
 
 def main() -> None:
@@ -54,7 +52,6 @@ def main() -> None:
     preset = load_tiny()
     base = Sampler.parse(a.sampler)
     x_T, y = gaussian_class_batch(preset, a.n, a.seed)
-    k = len(preset.class_names)
     rows = []
     for name, restarts in probes.items():
         sampler = dataclasses.replace(base, restarts=restarts)
@@ -69,9 +66,7 @@ def main() -> None:
         print(f"{name:>16s} ({steps} steps): judge per-class accuracy {judged.per_class_accuracy:.3f}, by class "
               f"{[round(v, 2) for v in judged.accuracy_by_class]}, no object {judged.no_object.float().mean():.3f}, "
               f"{seconds / a.n:.2f} s/image", flush=True)
-        per_class = torch.cat([imgs[y == c][:GRID_COLUMNS] for c in range(k)])
-        torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"restart_{sampler.method}{sampler.steps}_{name}.png",
-                                     nrow=min(GRID_COLUMNS, a.n // k))
+        save_class_rows(imgs, y, len(preset.class_names), a.grids / f"restart_{sampler.method}{sampler.steps}_{name}.png")
         if a.json:
             atomic_write_bytes(a.json, json.dumps({"sampler": a.sampler, "n": a.n, "seed": a.seed,
                                                    "class_names": preset.class_names, "rows": rows}, indent=1).encode())

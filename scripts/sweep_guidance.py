@@ -22,17 +22,15 @@ import json
 from pathlib import Path
 
 import torch
-import torchvision
 
 from saliency_lib.classifiers import NoisyClassifierEnsemble, load_noisy_classifier
 from saliency_lib.evaluate import NO_OBJECT_AREA, class_control, gaussian_class_batch, generate_batched
 from saliency_lib.pipeline import Sampler
+from saliency_lib.plotting import save_class_rows
 from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib.presets import expert_thresholds, load_tiny, with_ddpm_file, with_low_noise_expert
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
-
-GRID_COLUMNS = 16       # samples per class in the saved grids (one row per class)
 
 
 def main() -> None:
@@ -107,9 +105,7 @@ def main() -> None:
         if wrong.any():
             print(f"  misread samples: mean object area {areas[wrong].mean():.3f} (all: {areas.mean():.3f}); "
                   f"{empty.float().mean():.2f} of them have almost no object (area < {NO_OBJECT_AREA})", flush=True)
-        per_class = torch.cat([imgs[y == c][:GRID_COLUMNS] for c in range(k)])   # row c: class c's first samples
-        torchvision.utils.save_image((per_class + 1) / 2, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png",
-                                     nrow=min(GRID_COLUMNS, a.n // k))
+        save_class_rows(imgs, y, k, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png")
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(e) for e in a.low_noise_expert],
                                                "expert_below_t": below_ts, "noisy_classifier": [str(c) for c in a.noisy_classifier] or None,

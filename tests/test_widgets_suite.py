@@ -144,3 +144,18 @@ def test_suite_runs_passes_parameters_and_names_the_failing_cell(tmp_path, capsy
     rc = suite.main(["--notebooks", str(books), "--out", str(out), "-p", "value", "3"])
     err = capsys.readouterr().err
     assert rc == 1 and "02_bad.ipynb" in err and "ValueError" in err and "broken 3" in err and "cell" in err
+
+
+def test_save_class_rows_puts_each_class_on_its_own_row(tmp_path):
+    """The sweeps' and probes' sample grids (plotting.save_class_rows): row c holds class c's first images."""
+    from PIL import Image
+
+    from saliency_lib.plotting import save_class_rows
+
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    images = torch.where(y.view(-1, 1, 1, 1) == 0, -1.0, 1.0).expand(6, 3, 4, 4).clone()   # class 0 black, 1 white
+    path = save_class_rows(images, y, 2, tmp_path / "rows.png", columns=2)
+    grid = torch.tensor(list(Image.open(path).convert("L").getdata()), dtype=torch.float).view(
+        Image.open(path).height, Image.open(path).width)
+    assert grid.shape == (2 + 2 * (4 + 2), 2 + 2 * (4 + 2))   # 2 x 2 tiles of 4 px, 2 px padding around each
+    assert grid[2:6, 2:6].max() == 0 and grid[8:12, 2:6].min() == 255
