@@ -5,6 +5,7 @@
     python -m saliency_lib.suite --only 02,03 -p seed 1 -p ig_steps "[0, 100, 300]"
     python -m saliency_lib.suite --preset imagenet128 --device cuda -p preset_options "{'classifier_guidance': True}" ...
     python -m saliency_lib.suite --store --only 03             # re-execute in place: the stored outputs
+    python -m saliency_lib.suite --check                       # re-execute copies, compare with the stored outputs
 
 Each notebook runs into ``runs/<name>/<name>.ipynb`` with its ``parameters`` cell overridden (papermill
 injects a cell after it). ``-p NAME VALUE`` values are parsed as Python literals when they are one
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SaliencyNoiseError
+from .outputs import Mismatch, compare_notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -86,25 +88,47 @@ def clean_metadata(nb) -> None:
             cell.metadata.pop(key, None)
 
 
-def store_outputs(path: Path, kernel: str = "python3", timeout: int = 900) -> SuiteResult:
-    """Execute ``path`` in place with its own parameters (the outputs that nbval checks), atomically."""
+def execute(path: Path, kernel: str = "python3", timeout: int = 2000):
+    """Execute a copy of ``path`` with its own parameters (cwd = its folder); return the executed notebook.
+
+    ``timeout`` is per cell, in seconds. Raises :class:`NotebookFailed` naming the failing cell."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    from .weights import atomic_write_bytes
-
     nb = nbformat.read(path, as_version=4)
-    t0 = time.time()
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute()
     except CellExecutionError as e:
         raise NotebookFailed(f"{path.name}: {str(e).splitlines()[0] if str(e) else 'a cell failed'}") from None
+    return nb
+
+
+def store_outputs(path: Path, kernel: str = "python3", timeout: int = 2000) -> SuiteResult:
+    """Execute ``path`` in place with its own parameters (the outputs that ``check_outputs`` compares
+    against), atomically."""
+    import nbformat
+
+    from .weights import atomic_write_bytes
+
+    t0 = time.time()
+    nb = execute(path, kernel, timeout)
     clean_metadata(nb)
     atomic_write_bytes(path, (nbformat.writes(nb) + "\n").encode())
     return SuiteResult(path.stem, path, time.time() - t0)
+
+
+def check_outputs(path: Path, kernel: str = "python3", timeout: int = 2000) -> tuple[SuiteResult, list[Mismatch]]:
+    """Execute a copy of ``path`` and compare it with the outputs stored in ``path`` (see ``outputs``):
+    the mismatches, empty when the stored outputs are reproduced to within each cell's tolerance."""
+    import nbformat
+
+    t0 = time.time()
+    stored = nbformat.read(path, as_version=4)
+    fresh = execute(path, kernel, timeout)
+    return SuiteResult(path.stem, path, time.time() - t0), compare_notebooks(stored, fresh)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,13 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="folder of NN_*.ipynb")
     p.add_argument("--out", type=Path, default=Path("runs"), help="executed notebooks go to <out>/<name>/")
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
-    p.add_argument("--store", action="store_true",
-                   help="execute the notebooks in place with their own parameters (refreshes the stored outputs)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--store", action="store_true",
+                      help="execute the notebooks in place with their own parameters (refreshes the stored outputs)")
+    mode.add_argument("--check", action="store_true",
+                      help="execute copies with their own parameters and compare with the stored outputs, to "
+                           "within each cell's tolerance (what the tests do)")
     a = p.parse_args(argv)
     params = {"preset": a.preset, "device": a.device, **{k: parse_value(v) for k, v in a.parameter}}
-    if a.store and (a.parameter or a.preset != "tiny" or a.device != "cpu"):
-        print("error: --store re-executes the notebooks with their own parameters (the stored, checked outputs); "
-              "drop --preset/--device/-p, or run without --store to write copies under --out", file=sys.stderr)
+    if (a.store or a.check) and (a.parameter or a.preset != "tiny" or a.device != "cpu"):
+        flag = "--store" if a.store else "--check"
+        print(f"error: {flag} re-executes the notebooks with their own parameters (the stored, checked outputs); "
+              f"drop --preset/--device/-p, or run without {flag} to write copies under --out", file=sys.stderr)
         return 2
     try:
         books = discover(a.notebooks, a.only.split(",") if a.only else None)
@@ -134,15 +163,30 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     bar = tqdm(books, desc="notebooks", unit="nb")
+    failed: list[str] = []
     for path in bar:
         bar.set_postfix_str(path.stem)
+        mismatches: list[Mismatch] = []
         try:
-            r = store_outputs(path, a.kernel or "python3") if a.store else run_notebook(path, a.out, params, a.kernel)
+            if a.store:
+                r = store_outputs(path, a.kernel or "python3")
+            elif a.check:
+                r, mismatches = check_outputs(path, a.kernel or "python3")
+            else:
+                r = run_notebook(path, a.out, params, a.kernel)
         except NotebookFailed as e:
             bar.close()
             print(f"FAILED {e}", file=sys.stderr)
             return 1
-        bar.write(f"{r.name}: ok in {r.seconds:.0f} s -> {r.output}")
+        if mismatches:
+            failed.append(path.name)
+            bar.write(f"{r.name}: {len(mismatches)} outputs differ from the stored ones in {r.seconds:.0f} s\n  "
+                      + "\n  ".join(str(m) for m in mismatches))
+        else:
+            bar.write(f"{r.name}: ok in {r.seconds:.0f} s -> {r.output}")
+    if failed:
+        print(f"FAILED: stored outputs not reproduced in {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

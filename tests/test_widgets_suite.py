@@ -155,7 +155,8 @@ def test_save_class_rows_puts_each_class_on_its_own_row(tmp_path):
     y = torch.tensor([0, 1, 0, 1, 0, 1])
     images = torch.where(y.view(-1, 1, 1, 1) == 0, -1.0, 1.0).expand(6, 3, 4, 4).clone()   # class 0 black, 1 white
     path = save_class_rows(images, y, 2, tmp_path / "rows.png", columns=2)
-    grid = torch.tensor(list(Image.open(path).convert("L").getdata()), dtype=torch.float).view(
-        Image.open(path).height, Image.open(path).width)
+    import numpy as np
+
+    grid = torch.from_numpy(np.array(Image.open(path).convert("L"))).float()   # [H, W] in [0, 255]
     assert grid.shape == (2 + 2 * (4 + 2), 2 + 2 * (4 + 2))   # 2 x 2 tiles of 4 px, 2 px padding around each
     assert grid[2:6, 2:6].max() == 0 and grid[8:12, 2:6].min() == 255
