@@ -11,7 +11,8 @@ Each notebook runs into ``runs/<name>/<name>.ipynb`` with its ``parameters`` cel
 injects a cell after it). ``-p NAME VALUE`` values are parsed as Python literals when they are one
 (numbers, lists, dicts, booleans), else kept as strings; every notebook passes ``preset_options`` (a dict) to
 ``load_preset``. The first failing notebook stops the run with a non-zero exit code and a message naming the
-notebook and the cell.
+notebook and the cell. ``--check`` runs every notebook, lists each output that differs from the stored one
+beyond its cell's tolerance (``saliency_lib.outputs``), and exits non-zero if any did.
 """
 
 from __future__ import annotations
