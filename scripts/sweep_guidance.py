@@ -29,6 +29,7 @@ from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import save_class_rows
 from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib.presets import expert_thresholds, load_tiny, with_ddpm_file, with_low_noise_expert
+from saliency_lib.symmetry import GROUPS, with_group_averaging
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
@@ -47,6 +48,8 @@ def main() -> None:
     p.add_argument("--noisy-classifier", type=Path, action="append", default=[],
                    help="noise-aware classifier weights or training checkpoint (default: the preset's); repeat it to "
                         "guide with the normalised product of several (classifiers.NoisyClassifierEnsemble, History 21)")
+    p.add_argument("--symmetry", choices=sorted(GROUPS), default=None,
+                   help="average the DDPM's prediction over this pixel-symmetry group (symmetry.py, History 25)")
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--sampler", default="ddim:50", help="method:steps")
     p.add_argument("--seed", type=int, default=0)
@@ -78,6 +81,8 @@ def main() -> None:
             members.append(load_noisy_classifier(exported))
         classifier = members[0] if len(members) == 1 else NoisyClassifierEnsemble(members).eval()
         preset = dataclasses.replace(preset, noisy_classifier=classifier)
+    if a.symmetry:
+        preset = with_group_averaging(preset, GROUPS[a.symmetry])
     preset = preset.to(a.device)   # every model; x_T is drawn on the CPU, so each device starts from the same batch
     k = len(preset.class_names)
     x_T, y = gaussian_class_batch(preset, a.n, a.seed)
@@ -108,7 +113,7 @@ def main() -> None:
         save_class_rows(imgs, y, k, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png")
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(e) for e in a.low_noise_expert],
-                                               "expert_below_t": below_ts, "noisy_classifier": [str(c) for c in a.noisy_classifier] or None,
+                                               "expert_below_t": below_ts, "symmetry": a.symmetry, "noisy_classifier": [str(c) for c in a.noisy_classifier] or None,
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed, "device": a.device,
                                                "rows": rows}, indent=1).encode())
 
