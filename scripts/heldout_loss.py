@@ -16,6 +16,13 @@ by its mean squared error (the training loss, Eq. 14), with the image's own labe
 A deterministic, low-variance measure of whether a fine-tune improved the model where it was trained, without
 sampling. Shared eps and images make differences between models paired: every model after the first also gets
 ``mse_label_minus_first`` and its standard error over the images.
+
+``--symmetry diagonal`` (or ``dihedral``) also scores each model averaged over that pixel-symmetry group
+(``symmetry.GroupAveraged``, History 25), with the label: ``mse_label_symmetrized`` and the paired
+``symmetrized_minus_plain`` with its standard error.
+
+    python scripts/heldout_loss.py data/models/tiny/ddpm_low_noise.safetensors --ts 100,200,300,400 \
+        --symmetry diagonal --json data/models/tiny/heldout_loss_symmetry_expert.json
 """
 
 from __future__ import annotations
@@ -30,17 +37,20 @@ import torch
 from saliency_lib import data
 from saliency_lib.diffusion import GaussianDiffusion
 from saliency_lib.presets import load_ddpm_file
+from saliency_lib.symmetry import GROUPS, GroupAveraged
 from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
 
 @torch.no_grad()
 def heldout_losses(unet: torch.nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, y: torch.Tensor,
-                   eps: torch.Tensor, ts: list[int], batch: int = 256) -> tuple[list[dict], list[torch.Tensor]]:
-    """Per t: mean eps-MSE with the labels ``y`` and, for a UNet with a null class, with the null label; and the
+                   eps: torch.Tensor, ts: list[int], batch: int = 256,
+                   with_null: bool = True) -> tuple[list[dict], list[torch.Tensor]]:
+    """Per t: mean eps-MSE with the labels ``y`` and, for a UNet with a null class (unless ``with_null`` is
+    False), with the null label; and the
     per-image errors with the labels ([N] per t), for paired comparisons."""
     conditions = [("label", y)]
-    if unet.config.null_class:
+    if with_null and unet.config.null_class:
         conditions.append(("null", torch.full_like(y, unet.config.null_label)))
     rows, errors = [], []
     for t in ts:
@@ -67,6 +77,8 @@ def main() -> None:
     p.add_argument("--ts", default="100,200,300,400,500,700", help="original timesteps")
     p.add_argument("--n-test", type=int, default=1024, help="held-out test images")
     p.add_argument("--seed", type=int, default=0, help="seed of the shared eps")
+    p.add_argument("--symmetry", choices=sorted(GROUPS), default=None,
+                   help="also score each model averaged over this pixel-symmetry group (symmetry.py)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
@@ -86,8 +98,16 @@ def main() -> None:
             bad = [t for t in ts if not 0 <= t < diff_cfg.num_steps]
             if bad:
                 raise SystemExit(f"--ts must lie in [0, {diff_cfg.num_steps}), got {bad}")
-            rows, errors = heldout_losses(unet.eval(), GaussianDiffusion.from_config(diff_cfg), test.images,
-                                          test.labels, eps, ts)
+            diffusion = GaussianDiffusion.from_config(diff_cfg)
+            rows, errors = heldout_losses(unet.eval(), diffusion, test.images, test.labels, eps, ts)
+            if a.symmetry:   # the same images and eps, the prediction averaged over the group; label only
+                averaged = GroupAveraged(unet, GROUPS[a.symmetry])
+                for r, err, t in zip(rows, errors, ts):
+                    (sym,), (sym_err,) = heldout_losses(averaged, diffusion, test.images, test.labels, eps, [t],
+                                                        with_null=False)
+                    diff = sym_err - err
+                    r |= {"mse_label_symmetrized": sym["mse_label"], "symmetrized_minus_plain": diff.mean().item(),
+                          "symmetrized_minus_plain_se": (diff.std() / diff.numel() ** 0.5).item()}
             if first_errors is None:
                 first_errors = errors
             else:   # paired with the first model: the same x_0 and eps
@@ -102,9 +122,12 @@ def main() -> None:
                     f"  null {r['mse_null']:.5f}  label gain {r['label_gain']:.5f} +- {r['label_gain_se']:.5f}"
                     if "mse_null" in r else "  (no null class)") + (
                     f"  vs the first model {r['mse_label_minus_first']:+.5f} +- {r['mse_label_minus_first_se']:.5f}"
-                    if "mse_label_minus_first" in r else ""), flush=True)
+                    if "mse_label_minus_first" in r else "") + (
+                    f"  {a.symmetry}-averaged {r['mse_label_symmetrized']:.5f} ({r['symmetrized_minus_plain']:+.5f}"
+                    f" +- {r['symmetrized_minus_plain_se']:.5f})" if "mse_label_symmetrized" in r else ""), flush=True)
     if a.json:
-        atomic_write_bytes(a.json, json.dumps({"n_test": a.n_test, "seed": a.seed, "models": results},
+        atomic_write_bytes(a.json, json.dumps({"n_test": a.n_test, "seed": a.seed, "symmetry": a.symmetry,
+                                               "models": results},
                                               indent=1).encode())
 
 
