@@ -18,7 +18,7 @@ sampling. Shared eps and images make differences between models paired: every mo
 ``mse_label_minus_first`` and its standard error over the images.
 
 ``--symmetry diagonal`` (or ``dihedral``) also scores each model averaged over that pixel-symmetry group
-(``symmetry.GroupAveraged``, History 25), with the label: ``mse_label_symmetrized`` and the paired
+(``symmetry.GroupAveraged``, History 24), with the label: ``mse_label_symmetrized`` and the paired
 ``symmetrized_minus_plain`` with its standard error.
 
     python scripts/heldout_loss.py data/models/tiny/ddpm_low_noise.safetensors --ts 100,200,300,400 \

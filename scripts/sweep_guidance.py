@@ -49,7 +49,7 @@ def main() -> None:
                    help="noise-aware classifier weights or training checkpoint (default: the preset's); repeat it to "
                         "guide with the normalised product of several (classifiers.NoisyClassifierEnsemble, History 21)")
     p.add_argument("--symmetry", choices=sorted(GROUPS), default=None,
-                   help="average the DDPM's prediction over this pixel-symmetry group (symmetry.py, History 25)")
+                   help="average the DDPM's prediction over this pixel-symmetry group (symmetry.py, History 24)")
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--sampler", default="ddim:50", help="method:steps")
     p.add_argument("--seed", type=int, default=0)
