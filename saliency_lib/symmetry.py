@@ -103,7 +103,7 @@ class GroupAveraged(nn.Module):
     ``model`` with the UNet's call signature (a UNet or :class:`~saliency_lib.unet.TimestepExperts`; wrap it *inside*
     classifier-free and classifier guidance, which then guide the averaged prediction). All |G| transformed copies
     go through ``model`` as one batch. ``config`` is the model's, so guidance and samplers read it unchanged.
-    Learnt variance channels, if any, are averaged the same way (a variance is invariant like the score's norm)."""
+    Learnt variance channels, if any, are averaged the same way (a per-pixel output, equivariant like epsilon)."""
 
     def __init__(self, model: nn.Module, group: Sequence[PixelSymmetry]):
         super().__init__()

@@ -42,13 +42,17 @@ from saliency_lib.train import export_weights
 from saliency_lib.weights import atomic_write_bytes
 
 
+def paired(name: str, diff: torch.Tensor) -> dict[str, float]:
+    """``{name: mean, name_se: standard error}`` of per-image differences ``diff`` [N] (paired: same x_0 and eps)."""
+    return {name: diff.mean().item(), f"{name}_se": (diff.std() / diff.numel() ** 0.5).item()}
+
+
 @torch.no_grad()
 def heldout_losses(unet: torch.nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, y: torch.Tensor,
                    eps: torch.Tensor, ts: list[int], batch: int = 256,
                    with_null: bool = True) -> tuple[list[dict], list[torch.Tensor]]:
     """Per t: mean eps-MSE with the labels ``y`` and, for a UNet with a null class (unless ``with_null`` is
-    False), with the null label; and the
-    per-image errors with the labels ([N] per t), for paired comparisons."""
+    False), with the null label; and the per-image errors with the labels ([N] per t), for paired comparisons."""
     conditions = [("label", y)]
     if with_null and unet.config.null_class:
         conditions.append(("null", torch.full_like(y, unet.config.null_label)))
@@ -63,9 +67,7 @@ def heldout_losses(unet: torch.nn.Module, diffusion: GaussianDiffusion, x0: torc
             err[name] = (pred - eps).pow(2).mean(dim=(1, 2, 3))
         row = {"t": t, "mse_label": err["label"].mean().item()}
         if "null" in err:
-            gain = err["null"] - err["label"]
-            row |= {"mse_null": err["null"].mean().item(), "label_gain": gain.mean().item(),
-                    "label_gain_se": (gain.std() / gain.numel() ** 0.5).item()}
+            row |= {"mse_null": err["null"].mean().item()} | paired("label_gain", err["null"] - err["label"])
         rows.append(row)
         errors.append(err["label"])
     return rows, errors
@@ -101,20 +103,15 @@ def main() -> None:
             diffusion = GaussianDiffusion.from_config(diff_cfg)
             rows, errors = heldout_losses(unet.eval(), diffusion, test.images, test.labels, eps, ts)
             if a.symmetry:   # the same images and eps, the prediction averaged over the group; label only
-                averaged = GroupAveraged(unet, GROUPS[a.symmetry])
-                for r, err, t in zip(rows, errors, ts):
-                    (sym,), (sym_err,) = heldout_losses(averaged, diffusion, test.images, test.labels, eps, [t],
-                                                        with_null=False)
-                    diff = sym_err - err
-                    r |= {"mse_label_symmetrized": sym["mse_label"], "symmetrized_minus_plain": diff.mean().item(),
-                          "symmetrized_minus_plain_se": (diff.std() / diff.numel() ** 0.5).item()}
+                sym_rows, sym_errors = heldout_losses(GroupAveraged(unet, GROUPS[a.symmetry]), diffusion, test.images,
+                                                      test.labels, eps, ts, with_null=False)
+                for r, sym, sym_err, err in zip(rows, sym_rows, sym_errors, errors):
+                    r |= {"mse_label_symmetrized": sym["mse_label"]} | paired("symmetrized_minus_plain", sym_err - err)
             if first_errors is None:
                 first_errors = errors
             else:   # paired with the first model: the same x_0 and eps
                 for r, err, first in zip(rows, errors, first_errors):
-                    diff = err - first
-                    r |= {"mse_label_minus_first": diff.mean().item(),
-                          "mse_label_minus_first_se": (diff.std() / diff.numel() ** 0.5).item()}
+                    r |= paired("mse_label_minus_first", err - first)
             results.append({"path": str(path), "rows": rows})
             print(path)
             for r in rows:
