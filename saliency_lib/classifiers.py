@@ -306,11 +306,18 @@ def imagenet_class_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- training
-def _classifier_step_inputs(step: int, batch_size: int, image_size: int) -> dict[str, torch.Tensor]:
-    """Batch of step ``step``: train-split samples ``step*B .. step*B+B-1`` (images in [-1, 1], labels, masks)."""
+def _classifier_step_inputs(step: int, batch_size: int, image_size: int, colour_jitter: float = 0.0,
+                            seed: int = 0) -> dict[str, torch.Tensor]:
+    """Batch of step ``step``: train-split samples ``step*B .. step*B+B-1`` (images in [-1, 1], labels, masks);
+    with ``colour_jitter`` > 0 their colours shifted by :func:`~saliency_lib.data.colour_jitter`, drawn from
+    ``(seed, step)`` (masks and labels do not change)."""
     from . import data
+    from .train import step_generator
     b = data.make_batch("train", step * batch_size, batch_size, image_size)
-    return {"images": b.images, "labels": b.labels, "masks": b.masks}
+    images = b.images
+    if colour_jitter > 0:
+        images = data.colour_jitter(images, colour_jitter, step_generator(seed, step))
+    return {"images": images, "labels": b.labels, "masks": b.masks}
 
 
 def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resume: bool,
@@ -328,7 +335,8 @@ def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resum
         model = Segmenter(SegmenterConfig(image_size=cfg.image_size))
     norm = model.config.normalization
 
-    batch_fn = functools.partial(_classifier_step_inputs, batch_size=cfg.batch_size, image_size=cfg.image_size)
+    batch_fn = functools.partial(_classifier_step_inputs, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                                 colour_jitter=cfg.colour_jitter, seed=cfg.seed)
 
     def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
         x = norm.from_diffusion(b["images"])

@@ -276,18 +276,27 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     return out
 
 
+def quality_layout_noises(preset: Preset, args: QualityArgs, cache_dir: Path | None = None
+                          ) -> tuple[data.ShapeBatch, dict[str, torch.Tensor]]:
+    """The held-out guides of the phenomenon rows (``args.n_guides`` of the ``guides`` split) and their three x_T
+    ``[G, 3, S, S]`` by name: Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe) and its mix with
+    that Gaussian noise at ``args.strength``."""
+    guides = data.make_batch("guides", 0, args.n_guides)
+    crafted = craft_noise(preset, guides.images, guides.labels, steps=(args.ig_steps,), seed=args.seed,
+                          cache_dir=cache_dir)[args.ig_steps]
+    fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(args.seed + 1))
+    return guides, {"gaussian": fresh, f"ig{args.ig_steps}_strength1": crafted,
+                    f"ig{args.ig_steps}_strength{args.strength}": mix_with_gaussian(crafted, args.strength,
+                                                                                     fresh=fresh)}
+
+
 def quality_layout_rows(preset: Preset, args: QualityArgs, sampler: Sampler, cache_dir: Path | None = None,
                         log: Callable[[str], None] = print) -> dict[str, dict]:
     """The phenomenon rows of :func:`quality`: ``args.n_guides`` held-out guides x every target class from
     Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe) and its mix at ``args.strength``;
     per row the layout IoU's mean and 95% bootstrap interval over guides and the target-class accuracy."""
     k = len(preset.class_names)
-    guides = data.make_batch("guides", 0, args.n_guides)
-    crafted = craft_noise(preset, guides.images, guides.labels, steps=(args.ig_steps,), seed=args.seed,
-                          cache_dir=cache_dir)[args.ig_steps]
-    fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(args.seed + 1))
-    noises = {"gaussian": fresh, f"ig{args.ig_steps}_strength1": crafted,
-              f"ig{args.ig_steps}_strength{args.strength}": mix_with_gaussian(crafted, args.strength, fresh=fresh)}
+    guides, noises = quality_layout_noises(preset, args, cache_dir)
     rows = {}
     for name, x in noises.items():
         s = layout_scores(preset, guides.masks, x, sampler, seed=args.seed)

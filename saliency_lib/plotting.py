@@ -21,6 +21,14 @@ def noise_to_display(noise: torch.Tensor, clip: float = 3.0) -> torch.Tensor:
     return ((noise.detach().float().cpu() / clip + 1) / 2).clamp(0, 1)
 
 
+def enlarge(images01: torch.Tensor, factor: int) -> torch.Tensor:
+    """``[N, C, H, W]`` images with every pixel repeated ``factor`` x ``factor`` times (no smoothing, so 32x32
+    samples stay as the judge sees them when viewed at a readable size)."""
+    if factor < 1:
+        raise ValueError(f"enlarge factor must be >= 1, got {factor}")
+    return images01.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
 def grid(images01: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:
     """Tile ``[N, 3, H, W]`` in [0, 1] into one ``[3, rows*(H+pad)-pad, nrow*(W+pad)-pad]`` image (white gaps)."""
     n, c, h, w = images01.shape

@@ -61,6 +61,9 @@ class TrainConfig:
                                       # classifier's gradients follow the image's shapes (robust classifier
                                       # guidance, Kawar et al. 2022; model card, History 21)
     adversarial_steps: int = 3        # PGD steps per training batch (step size 2.5 * eps / steps)
+    colour_jitter: float = 0.0        # clean classifiers and segmenter only: strength s of data.colour_jitter (per
+                                      # image, chroma x [1/(1+2s), 1+2s] and gain x [1/(1+s), 1+s], log-uniform);
+                                      # 0: the data's colours (model card, History 25)
     seed: int = 0                     # seeds the init and every per-step draw
     image_size: int = 32              # dataset resolution
     checkpoint_minutes: float = 5.0   # wall-clock period of atomic checkpoints
@@ -90,6 +93,13 @@ def refuse_adversarial(cfg: TrainConfig, what: str) -> None:
     if cfg.adversarial_eps != 0:
         raise ValueError(f"adversarial_eps is for the noise-aware classifier (train noisy-classifier); the {what} "
                          f"trains on clean inputs, got adversarial_eps={cfg.adversarial_eps}")
+
+
+def refuse_colour_jitter(cfg: TrainConfig, what: str) -> None:
+    """Colour jitter is a judge augmentation (classifier, segmenter): refuse it elsewhere rather than ignore it."""
+    if cfg.colour_jitter != 0:
+        raise ValueError(f"colour_jitter is for the classifiers and the segmenter (train classifier|segmenter); the "
+                         f"{what} trains on the data's colours, got colour_jitter={cfg.colour_jitter}")
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -210,7 +220,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         stored = TrainConfig(**json.loads(meta["train_config"]))   # fields added later take their defaults
         fixed = ("batch_size", "lr", "warmup", "weight_decay", "ema_decay", "label_smoothing", "label_dropout",
                  "min_snr_gamma", "t_min", "t_max", "autocast", "adversarial_eps", "adversarial_steps", "seed",
-                 "image_size")
+                 "image_size", "colour_jitter")
         changed = [f for f in fixed if getattr(stored, f) != getattr(cfg, f)]
         if changed:  # only the planned length and checkpoint period may change (extending a run)
             raise ValueError(f"--resume: {changed} differ from the checkpoint's {stored}; only steps and "
@@ -357,6 +367,7 @@ def train_ddpm(out: Path, cfg: TrainConfig, unet_cfg: UNetConfig = TINY_UNET,
     see :func:`run_training`)."""
     check_t_range(cfg, diff_cfg.num_steps)
     refuse_adversarial(cfg, "DDPM")
+    refuse_colour_jitter(cfg, "DDPM")
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise ValueError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")
     last = out / "last.safetensors"
@@ -475,6 +486,7 @@ def train_noisy_classifier(out: Path, cfg: TrainConfig, diff_cfg: DiffusionConfi
 
     if cfg.label_dropout > 0:
         raise ValueError("label_dropout is for the DDPM; a classifier must see every label")
+    refuse_colour_jitter(cfg, "noise-aware classifier")
     if arch not in NOISY_CLASSIFIER_ARCHS:
         raise ValueError(f"unknown noise-aware classifier arch {arch!r}; expected one of "
                          f"{sorted(NOISY_CLASSIFIER_ARCHS)}")
@@ -567,6 +579,7 @@ def train_discriminator(out: Path, cfg: TrainConfig, fakes_path: Path, init: Pat
     diffusion = GaussianDiffusion.from_config(diff_cfg)
     check_t_range(cfg, diffusion.num_timesteps)
     refuse_adversarial(cfg, "discriminator")
+    refuse_colour_jitter(cfg, "discriminator")
     fakes, fake_labels = load_fakes(fakes_path, cfg.image_size)
     if not 0 <= holdout < fakes.shape[0]:
         raise ValueError(f"holdout must leave fakes to train on: 0 <= holdout < {fakes.shape[0]}, got {holdout}")

@@ -78,3 +78,42 @@ def test_object_sizes_cover_the_scale_range():
     assert half_size.min() < 0.36 * 16 and half_size.max() > 0.50 * 16   # the whole range is used
     area = b.masks.float().mean(dim=(1, 2, 3))
     assert area.min() > 0.01   # even the smallest object covers more than a dozen pixels
+
+
+def test_colour_shift_is_pure_identity_at_one_and_keeps_grey_pixels():
+    b = data.make_batch("test", 0, 4)
+    before = b.images.clone()
+    torch.testing.assert_close(data.colour_shift(b.images, 1.0, 1.0), b.images, atol=1e-6, rtol=0)
+    shifted = data.colour_shift(b.images, 3.0, 2.0)
+    assert torch.equal(b.images, before)                     # the caller's tensor is untouched
+    assert shifted.shape == b.images.shape and shifted.abs().max() <= 1
+    assert shifted.abs().mean() > b.images.abs().mean()       # pushed towards saturation
+    grey = torch.full((1, 3, 2, 2), 0.2)                      # no chroma: only the gain acts
+    torch.testing.assert_close(data.colour_shift(grey, 5.0, 2.0), torch.full((1, 3, 2, 2), 0.4))
+    per_image = data.colour_shift(b.images, torch.tensor([1.0, 1.0, 3.0, 3.0]), torch.tensor([1.0, 1.0, 2.0, 2.0]))
+    torch.testing.assert_close(per_image[:2], b.images[:2], atol=1e-6, rtol=0)
+    assert torch.equal(per_image[2:], shifted[2:])
+    with pytest.raises(SaliencyNoiseError, match="chroma and gain"):
+        data.colour_shift(b.images, torch.ones(3), 1.0)
+    with pytest.raises(SaliencyNoiseError, match="gain > 0"):
+        data.colour_shift(b.images, 1.0, 0.0)
+    with pytest.raises(SaliencyNoiseError, match=r"RGB images \[N, 3, H, W\]"):
+        data.colour_shift(b.images[:, :1], 1.0, 1.0)
+
+
+def test_colour_jitter_is_seeded_and_bounded_by_its_strength():
+    b = data.make_batch("test", 0, 64)
+    a1 = data.colour_jitter(b.images, 1.0, torch.Generator().manual_seed(5))
+    a2 = data.colour_jitter(b.images, 1.0, torch.Generator().manual_seed(5))
+    a3 = data.colour_jitter(b.images, 1.0, torch.Generator().manual_seed(6))
+    assert torch.equal(a1, a2) and not torch.equal(a1, a3)
+    torch.testing.assert_close(data.colour_jitter(b.images, 0.0, torch.Generator().manual_seed(5)), b.images,
+                               atol=1e-6, rtol=0)
+    # every image lies between the strongest shifts the strength allows, and the draws spread over that range
+    lo = data.colour_shift(b.images, 1 / 3, 0.5).abs().flatten(1).mean(1)
+    hi = data.colour_shift(b.images, 3.0, 2.0).abs().flatten(1).mean(1)
+    m = a1.abs().flatten(1).mean(1)
+    assert ((m >= lo - 1e-6) & (m <= hi + 1e-6)).all()
+    assert (m > b.images.abs().flatten(1).mean(1)).any() and (m < b.images.abs().flatten(1).mean(1)).any()
+    with pytest.raises(SaliencyNoiseError, match="strength must be >= 0"):
+        data.colour_jitter(b.images, -0.1, torch.Generator())

@@ -1,8 +1,11 @@
 import math
 
+import pytest
 import torch
 
-from saliency_lib.train import TrainConfig, export_weights, lr_at, train_ddpm
+from saliency_lib.diffusion import DiffusionConfig
+
+from saliency_lib.train import TrainConfig, export_weights, lr_at, train_ddpm, train_noisy_classifier
 from saliency_lib.unet import UNetConfig, load_unet
 from saliency_lib.weights import load_tensors
 
@@ -233,3 +236,24 @@ def test_compiled_training_forward_trains_the_model_itself(tmp_path, monkeypatch
     assert moved   # (after 2 steps only some: the UNet's zero-initialised output layers block most gradients)
     for k in ta:
         torch.testing.assert_close(tb[k], ta[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_colour_jitter_trains_the_judges_and_is_refused_elsewhere(tmp_path):
+    from saliency_lib.classifiers import _classifier_step_inputs, train_classifier_cli
+
+    plain = _classifier_step_inputs(3, 4, 16)
+    jittered = _classifier_step_inputs(3, 4, 16, colour_jitter=1.0, seed=7)
+    assert torch.equal(plain["labels"], jittered["labels"]) and torch.equal(plain["masks"], jittered["masks"])
+    assert not torch.equal(plain["images"], jittered["images"])
+    assert torch.equal(jittered["images"], _classifier_step_inputs(3, 4, 16, colour_jitter=1.0, seed=7)["images"])
+    r = train_classifier_cli("classifier", "cnn", tmp_path / "c", {"steps": 2, "batch_size": 4, "image_size": 16,
+                                                                   "colour_jitter": 1.0}, resume=False,
+                             max_minutes=None, progress=False)
+    assert r["step"] == 2
+    cfg = TrainConfig(steps=1, batch_size=2, colour_jitter=1.0)
+    with pytest.raises(ValueError, match="colour_jitter is for the classifiers and the segmenter"):
+        train_ddpm(tmp_path / "d", cfg, unet_cfg=UNetConfig(image_size=32, model_channels=8, num_res_blocks=1,
+                                                            channel_mult=(1,), attention_resolutions=()),
+                   diff_cfg=DiffusionConfig(num_steps=10), progress=False)
+    with pytest.raises(ValueError, match="the noise-aware classifier trains on the data's colours"):
+        train_noisy_classifier(tmp_path / "n", cfg, diff_cfg=DiffusionConfig(num_steps=10), progress=False)

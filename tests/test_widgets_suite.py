@@ -160,3 +160,15 @@ def test_save_class_rows_puts_each_class_on_its_own_row(tmp_path):
     grid = torch.from_numpy(np.array(Image.open(path).convert("L"))).float()   # [H, W] in [0, 255]
     assert grid.shape == (2 + 2 * (4 + 2), 2 + 2 * (4 + 2))   # 2 x 2 tiles of 4 px, 2 px padding around each
     assert grid[2:6, 2:6].max() == 0 and grid[8:12, 2:6].min() == 255
+
+
+def test_enlarge_repeats_every_pixel():
+    from saliency_lib.plotting import enlarge
+
+    x = torch.arange(8.0).view(2, 1, 2, 2)
+    big = enlarge(x, 3)
+    assert big.shape == (2, 1, 6, 6)
+    assert torch.equal(big[:, :, ::3, ::3], x) and torch.equal(big[1, 0, 3:6, 0:3], torch.full((3, 3), 6.0))
+    assert torch.equal(enlarge(x, 1), x)
+    with pytest.raises(ValueError, match="enlarge factor must be >= 1"):
+        enlarge(x, 0)
