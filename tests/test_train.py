@@ -252,8 +252,6 @@ def test_colour_jitter_trains_the_judges_and_is_refused_elsewhere(tmp_path):
     assert r["step"] == 2
     cfg = TrainConfig(steps=1, batch_size=2, colour_jitter=1.0)
     with pytest.raises(ValueError, match="colour_jitter is for the classifiers and the segmenter"):
-        train_ddpm(tmp_path / "d", cfg, unet_cfg=UNetConfig(image_size=32, model_channels=8, num_res_blocks=1,
-                                                            channel_mult=(1,), attention_resolutions=()),
-                   diff_cfg=DiffusionConfig(num_steps=10), progress=False)
+        train_ddpm(tmp_path / "d", cfg, unet_cfg=TINY, diff_cfg=DiffusionConfig(num_steps=10), progress=False)
     with pytest.raises(ValueError, match="the noise-aware classifier trains on the data's colours"):
         train_noisy_classifier(tmp_path / "n", cfg, diff_cfg=DiffusionConfig(num_steps=10), progress=False)
