@@ -31,20 +31,30 @@ from .presets import REPO_ROOT, Preset, load_preset
 
 
 # ------------------------------------------------------------------------------------ judge
-def judge_masks(preset: Preset, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Object masks predicted by the judge segmenter: bool ``[N, 1, H, W]``."""
-    seg = _require(preset.judge_segmenter, "judge_segmenter", preset)
+def segmenter_masks(seg: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Object masks of a segmenter (``seg.config.normalization`` its input space) for images ``[N, 3, H, W]`` in
+    [-1, 1]: bool ``[N, 1, H, W]``."""
     norm = seg.config.normalization
     with torch.no_grad():
         return torch.cat([seg(norm.from_diffusion(x)) > 0 for x in images.split(batch)])
 
 
-def judge_probs(preset: Preset, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Class probabilities of the judge classifier ``[N, num_classes]``."""
-    clf = _require(preset.judge_classifier, "judge_classifier", preset)
+def classifier_probs(clf: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Class probabilities ``[N, num_classes]`` of a classifier (``clf.config.normalization`` its input space) for
+    images ``[N, 3, H, W]`` in [-1, 1]."""
     norm = clf.config.normalization
     with torch.no_grad():
         return torch.cat([clf(norm.from_diffusion(x)).softmax(-1) for x in images.split(batch)])
+
+
+def judge_masks(preset: Preset, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Object masks predicted by the judge segmenter: bool ``[N, 1, H, W]``."""
+    return segmenter_masks(_require(preset.judge_segmenter, "judge_segmenter", preset), images, batch)
+
+
+def judge_probs(preset: Preset, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Class probabilities of the judge classifier ``[N, num_classes]``."""
+    return classifier_probs(_require(preset.judge_classifier, "judge_classifier", preset), images, batch)
 
 
 def _require(model: nn.Module | None, name: str, preset: Preset) -> nn.Module:

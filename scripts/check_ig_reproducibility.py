@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import tempfile
 from pathlib import Path
 
@@ -73,8 +72,7 @@ def main() -> None:
     def mean_abs_diff(other) -> dict[str, float]:
         return {str(k): float((first.snapshots[k] - other.snapshots[k]).abs().mean()) for k in SNAPSHOTS}
 
-    out = {"machine": platform.processor() or platform.machine(), "cpu_model": cpu_model(), "torch": torch.__version__, "n_guides": a.n_guides,
-           "shipped_cache_hit": was_cached,
+    out = {"cpu_model": cpu_model(), "torch": torch.__version__, "n_guides": a.n_guides, "shipped_cache_hit": was_cached,
            "snapshot_mean_abs": {str(k): float(first.snapshots[k].abs().mean()) for k in SNAPSHOTS},
            "mean_abs_diff": {f"against {name}": mean_abs_diff(r) for name, r in runs.items() if r is not first}
            | {"against the shipped cache": mean_abs_diff(shipped)}}

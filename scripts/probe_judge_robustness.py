@@ -35,9 +35,9 @@ from torchvision.utils import save_image
 from saliency_lib import data
 from saliency_lib.classifiers import load_classifier, load_segmenter
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import (QualityArgs, bootstrap_ci, class_control, gaussian_class_batch, generate_batched,
-                                   image_stats, judge_masks, judge_probs, layout_scores, mask_iou, per_class_accuracy,
-                                   quality_layout_noises)
+from saliency_lib.evaluate import (QualityArgs, bootstrap_ci, class_control, classifier_probs, confusion_matrix,
+                                   gaussian_class_batch, generate_batched, image_stats, judge_masks, judge_probs,
+                                   layout_scores, mask_iou, per_class_accuracy, quality_layout_noises, segmenter_masks)
 from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import enlarge, grid, to_display
 from saliency_lib.presets import load_tiny
@@ -56,20 +56,6 @@ def parse_shifts(text: str) -> list[tuple[float, float]]:
         if not sep:
             raise SaliencyNoiseError(f"--shifts entry {part!r}: expected CHROMAxGAIN, e.g. 3x2")
     return shifts
-
-
-def classifier_probs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``[N, K]`` class probabilities of a classifier for images ``[N, 3, H, W]`` in [-1, 1]."""
-    norm = model.config.normalization
-    with torch.no_grad():
-        return torch.cat([model(norm.from_diffusion(x)).softmax(-1) for x in images.split(256)])
-
-
-def segmenter_masks(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Bool object masks ``[N, 1, H, W]`` of a segmenter for images ``[N, 3, H, W]`` in [-1, 1]."""
-    norm = model.config.normalization
-    with torch.no_grad():
-        return torch.cat([model(norm.from_diffusion(x)) > 0 for x in images.split(256)])
 
 
 def samples(preset, n: int, seed: int, sampler: Sampler, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,10 +128,10 @@ def main() -> None:
         wrong = cc.wrong
         rows = {}
         for n, m in others.items():
-            pred = classifier_probs(m, images).argmax(1)
-            onehot = torch.nn.functional.one_hot(pred, k).float()
-            rows[n] = {"per_class_accuracy": per_class_accuracy(onehot, y, k),
-                       "accuracy_by_class": [float((pred[y == c] == c).float().mean()) for c in range(k)],
+            probs = classifier_probs(m, images)
+            pred, confusion = probs.argmax(1), confusion_matrix(probs, y, k)
+            rows[n] = {"per_class_accuracy": per_class_accuracy(probs, y, k),
+                       "accuracy_by_class": (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist(),
                        "on_misread_reads_target": float((pred[wrong] == y[wrong]).float().mean()) if wrong.any()
                        else None,
                        "on_misread_agrees_with_judge": float((pred[wrong] == cc.predicted[wrong]).float().mean())

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from saliency_lib.diffusion import DiffusionConfig
-
 from saliency_lib.train import TrainConfig, export_weights, lr_at, train_ddpm, train_noisy_classifier
 from saliency_lib.unet import UNetConfig, load_unet
 from saliency_lib.weights import load_tensors
