@@ -134,8 +134,13 @@ class PlainCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(cin * (cfg.image_size // 8) ** 2, 128),
                                   nn.GELU(), nn.Linear(128, cfg.num_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's hidden activations ``[N, 128]`` (after its GELU, before the class logits) for ``x`` in the
+        classifier's space: the feature space of :func:`saliency_lib.evaluate.kernel_distance`."""
+        return self.head[:-1](self.body(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head[-1](self.embed(x))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,11 @@ import pytest
 import torch
 
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import bootstrap_ci, centroid_distance, confusion_matrix, mask_iou, per_class_accuracy
+from saliency_lib import data
+from saliency_lib.classifiers import ClassifierConfig, PlainCNN
+from saliency_lib.evaluate import (_polynomial_mmd2, background_stats, bootstrap_ci, centroid_distance,
+                                   classifier_embeddings, confusion_matrix, judge_embeddings, kernel_distance,
+                                   mask_iou, per_class_accuracy)
 from saliency_lib.presets import load_tiny
 
 
@@ -136,3 +140,108 @@ def test_format_table_rounds_to_the_requested_digits():
     assert format_table(rows, ("iou",), digits=2) == "source      feature map                  iou 0.33 [0.30, 0.36]"
     assert format_table(rows, digits={"iou": 2, "centroid_dist": 1}) == (
         "source      feature map                  iou 0.33 [0.30, 0.36]  centroid_dist 8.3 [4.7, 12.3]")
+
+
+def test_plain_cnn_embed_is_the_heads_hidden_layer():
+    torch.manual_seed(0)
+    clf = PlainCNN(ClassifierConfig(arch="cnn", width=8)).eval()
+    x = torch.randn(3, 3, 32, 32)
+    feats = clf.embed(x)
+    assert feats.shape == (3, 128)
+    assert torch.equal(clf.head[-1](feats), clf(x))
+
+
+def test_polynomial_mmd2_matches_the_unbiased_estimator_written_out():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64) + 1
+    k = lambda a, b: (float(a @ b) / 3 + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+    yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+    xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
+    assert abs(_polynomial_mmd2(x, y) - (xx + yy - 2 * xy)) < 1e-9
+
+
+def test_kernel_distance_is_near_zero_within_a_distribution_and_grows_with_a_shift():
+    g = torch.Generator().manual_seed(1)
+    ref, same = torch.randn(2000, 16, generator=g) * 3 + 5, torch.randn(400, 16, generator=g) * 3 + 5
+    shifted = torch.randn(400, 16, generator=g) * 3 + 6.5
+    before = same.clone()
+    kid_same, std_same = kernel_distance(same, ref, subset_size=200, n_subsets=50)
+    kid_shift, _ = kernel_distance(shifted, ref, subset_size=200, n_subsets=50)
+    assert torch.equal(same, before)                       # pure: the caller's features are left alone
+    assert abs(kid_same) < 3 * std_same + 0.01
+    assert kid_shift > 10 * max(abs(kid_same), std_same)
+    assert kernel_distance(same, ref, 200, 50, seed=3) == kernel_distance(same, ref, 200, 50, seed=3)
+    assert kernel_distance(same, ref, 200, 50, seed=3) != kernel_distance(same, ref, 200, 50, seed=4)
+
+
+def test_kernel_distance_refuses_bad_input():
+    a, b = torch.zeros(10, 4), torch.zeros(10, 5)
+    with pytest.raises(SaliencyNoiseError, match="same D"):
+        kernel_distance(a, b)
+    with pytest.raises(SaliencyNoiseError, match="subset_size"):
+        kernel_distance(a, torch.zeros(10, 4), subset_size=11)
+    with pytest.raises(SaliencyNoiseError, match="n_subsets"):
+        kernel_distance(a, torch.zeros(10, 4), subset_size=5, n_subsets=0)
+
+
+def test_classifier_embeddings_refuses_a_model_without_features():
+    with pytest.raises(SaliencyNoiseError, match="embed"):
+        classifier_embeddings(torch.nn.Linear(3, 2), torch.zeros(1, 3, 32, 32))
+
+
+def test_judge_embeddings_separate_real_images_from_noise():
+    preset = load_tiny()
+    real = data.make_batch("test", 0, 256).images
+    ref = judge_embeddings(preset, data.make_batch("val", 0, 512).images)
+    noise = torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    kid_real, std_real = kernel_distance(judge_embeddings(preset, real), ref, subset_size=128, n_subsets=20)
+    kid_noise, _ = kernel_distance(judge_embeddings(preset, noise), ref, subset_size=128, n_subsets=20)
+    assert abs(kid_real) < 3 * std_real + 0.05
+    assert kid_noise > 10 * (abs(kid_real) + std_real)
+
+
+def test_background_stats_on_known_images():
+    images = torch.full((2, 3, 8, 8), -0.5)
+    images[1, :, :, 4:] = 0.5                              # image 1: background halves at -0.5 and +0.5
+    masks = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    masks[:, :, :2, :2] = True
+    images[:, :, :2, :2] = 1.0                             # the object
+    before = images.clone()
+    s = background_stats(images, masks)
+    assert torch.equal(images, before)
+    bg1 = images[1, 0][~masks[1, 0]]
+    assert abs(s["background_std"] - bg1.std().item() / 2) < 1e-6   # image 0's flat background has std 0
+    assert abs(s["background_mean_abs"] - 0.5) < 1e-6 and abs(s["object_mean_abs"] - 1.0) < 1e-6
+    with pytest.raises(SaliencyNoiseError, match="bool masks"):
+        background_stats(images, masks.float())
+    with pytest.raises(SaliencyNoiseError, match="bool masks"):
+        background_stats(images, masks[:1])
+
+
+def test_background_stats_of_dataset_images_on_true_masks():
+    batch = data.make_batch("val", 0, 64)
+    s = background_stats(batch.images, batch.masks)
+    assert 0.05 < s["background_std"] < 0.6                # gradients and texture, not a flat colour
+    assert 0 < s["background_mean_abs"] < 1 and 0 < s["object_mean_abs"] <= 1
+
+
+def test_format_realism_prints_every_row_and_column():
+    from saliency_lib.evaluate import format_realism
+    row = {"condition": "real (val split)", "kid": 0.01234, "kid_std": 0.5, "kid_colour": -0.02, "kid_colour_std": 0.03,
+           "judge_per_class_accuracy": 0.99, "mean_abs": 0.41, "saturated_fraction": 0.04, "background_std": 0.24}
+    lines = format_realism([row, {**row, "condition": "other", "kid": 2.0}], digits=2).splitlines()
+    assert len(lines) == 3 and "KID (judge)" in lines[0] and "KID (colour)" in lines[0] and "bg std" in lines[0]
+    assert lines[1].split() == ["real", "(val", "split)", "0.01", "+-", "0.50", "-0.02", "+-", "0.03", "0.99", "0.41",
+                                "0.04", "0.24"]
+    assert lines[2].split()[:2] == ["other", "2.00"]
+
+
+def test_colour_features_are_channel_means_and_stds():
+    from saliency_lib.evaluate import colour_features
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    f = colour_features(images)
+    assert f.shape == (4, 6)
+    assert torch.allclose(f[:, :3], images.mean(dim=(2, 3))) and torch.allclose(f[:, 3:], images.std(dim=(2, 3)))
+    with pytest.raises(SaliencyNoiseError, match=r"\[N, 3, H, W\]"):
+        colour_features(images[:, :1])

@@ -1,0 +1,155 @@
+"""How natural are the samples? A kernel distance to real images in the judge's feature space (model card, History 26)
+
+    python scripts/measure_realism.py --cache checkpoints/ig_cache \
+        --samples-cache /tmp/realism_samples.safetensors --json data/models/tiny/realism.json \
+        --grid data/models/tiny/realism_samples.png
+
+The issue's trials and the paper (Sec. 5: "the background of the image is often inhibited") describe what crafted
+noise does to the images qualitatively: the paper's recipe (x_T = the standardized IG snapshot) drives the DDPM to
+saturated images, and the strength control keeps them natural. This measures it. Every condition holds 256 images:
+
+- *reference rows*: held-out real images (the ``val`` split; the floor), the same images recoloured as saturated
+  as the samples (``data.colour_shift``, chroma x3) and with added pixel noise (sigma 0.1): how much colour and
+  texture move this distance;
+- *from Gaussian noise*: the Quality rows' batch (``evaluate.gaussian_class_batch``, seed 0, class-balanced),
+  DDIM-50 unguided (w = 0, s = 0) and with the preset's guidance (w = 4, s = 5);
+- *the phenomenon rows*: the Quality section's 32 held-out guides x 8 target classes (``evaluate.
+  quality_layout_noises``; the IG noise cached under ``--cache``), DDIM-50 with the preset's guidance, from
+  Gaussian noise, from IG k = 1,000 at strength 0.3 and from the paper's recipe (strength 1).
+
+Per condition: ``evaluate.kernel_distance`` (KID, Binkowski et al. 2018; mean and standard deviation over 100 pairs
+of 128-image subsets, half of a condition's images, so that the spread reflects the generated images too; the
+phenomenon rows' images come in groups of 8 that share one x_T, so their spread understates their uncertainty, and
+their x_T being 32 draws rather than 256 makes their colour KID larger than the Gaussian batch's: compare them with
+each other) against 2,048 real ``test`` images, in two feature spaces, each standardized by the reference:
+the judge classifier's 128-d features (``evaluate.judge_embeddings``: shapes and strokes; trained to ignore colour)
+and the images' colour statistics (``evaluate.colour_features``: per-channel mean and std); ``evaluate.image_stats`` (mean |x|, saturated fraction); ``evaluate.background_stats`` on the judge
+segmenter's masks (how flat the background is); and the judge's per-class accuracy on the requested class (real
+rows: on the true class). The judge is an instrument here, never a guide. ``--samples-cache`` keeps the generated
+images (safetensors, written atomically) so that the measures can be recomputed without sampling again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from saliency_lib import data
+from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.evaluate import (QualityArgs, background_stats, colour_features, gaussian_class_batch,
+                                   generate_batched, image_stats, judge_embeddings, judge_masks, judge_probs, kernel_distance,
+                                   per_class_accuracy, quality_layout_noises)
+from saliency_lib.pipeline import Sampler
+from saliency_lib.plotting import enlarge, grid, to_display
+from saliency_lib.presets import load_tiny
+from saliency_lib.weights import atomic_write_bytes, load_tensors, save_tensors
+
+
+def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
+                         ) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """Name -> (images ``[N, 3, S, S]`` in [-1, 1], requested classes ``[N]``, seconds) of every generated row."""
+    out = {}
+    x_T, y = gaussian_class_batch(preset, n, seed=0)
+    for name, sampler in (("gaussian, DDIM-50, unguided (w = 0, s = 0)", Sampler("ddim", 50).unguided(preset)),
+                          ("gaussian, DDIM-50 (w = 4, s = 5)", Sampler("ddim", 50))):
+        images, seconds = generate_batched(preset, x_T, y, sampler, seed=0)
+        out[name] = (images, y, seconds)
+        print(f"{name}: sampled in {seconds:.0f} s", flush=True)
+    args = QualityArgs(n_guides=n_guides)
+    guides, noises = quality_layout_noises(preset, args, cache_dir)
+    k = len(preset.class_names)
+    y_layout = torch.arange(k).repeat(n_guides)
+    for key, label in (("gaussian", "layout guides: gaussian"),
+                       (f"ig{args.ig_steps}_strength{args.strength}", f"layout guides: IG k = {args.ig_steps}, "
+                                                                      f"strength {args.strength}"),
+                       (f"ig{args.ig_steps}_strength1", f"layout guides: IG k = {args.ig_steps}, strength 1 "
+                                                        "(the paper's recipe)")):
+        # the same (noise, class) order and sampler seed as evaluate.layout_scores, so the Quality rows' images
+        images, seconds = generate_batched(preset, noises[key].repeat_interleave(k, 0), y_layout, Sampler("ddim", 50),
+                                           seed=args.seed)
+        out[label] = (images, y_layout, seconds)
+        print(f"{label}: sampled in {seconds:.0f} s", flush=True)
+    return out
+
+
+def load_or_generate(preset, n: int, n_guides: int, cache_dir: Path | None, samples_cache: Path | None):
+    if samples_cache is not None and samples_cache.exists():
+        tensors, meta = load_tensors(samples_cache)
+        if (meta.get("n"), meta.get("n_guides")) != (str(n), str(n_guides)):
+            raise SaliencyNoiseError(f"--samples-cache {samples_cache} holds n={meta.get('n')}, n_guides="
+                                     f"{meta.get('n_guides')}; asked for n={n}, n_guides={n_guides}")
+        names = json.loads(meta["names"])
+        seconds = json.loads(meta["seconds"])
+        return {name: (tensors[f"images{i}"], tensors[f"y{i}"], seconds[i]) for i, name in enumerate(names)}
+    out = generated_conditions(preset, n, n_guides, cache_dir)
+    if samples_cache is not None:
+        samples_cache.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for i, (images, y, _) in enumerate(out.values()):
+            tensors[f"images{i}"], tensors[f"y{i}"] = images, y.clone()
+        save_tensors(samples_cache, tensors, {"n": str(n), "n_guides": str(n_guides), "names": json.dumps(list(out)),
+                                              "seconds": json.dumps([v[2] for v in out.values()])})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=256, help="images per condition from Gaussian noise and of the val split")
+    p.add_argument("--n-guides", type=int, default=32, help="guides of the phenomenon rows (x 8 target classes)")
+    p.add_argument("--n-reference", type=int, default=2048, help="real test images of the reference set")
+    p.add_argument("--subset-size", type=int, default=128)
+    p.add_argument("--subsets", type=int, default=100)
+    p.add_argument("--cache", type=Path, default=None, help="IG cache folder (as for evaluate quality)")
+    p.add_argument("--samples-cache", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--grid", type=Path, default=None, help="PNG: 16 images of each condition, one row each, 2x")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    if min(a.n, a.n_guides * 8) < a.subset_size:
+        p.error(f"--subset-size {a.subset_size} exceeds a condition's images (--n {a.n}, --n-guides {a.n_guides} x 8)")
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    preset = load_tiny()
+    k = len(preset.class_names)
+    reference_images = data.make_batch("test", 0, a.n_reference).images
+    reference = judge_embeddings(preset, reference_images)
+    reference_colour = colour_features(reference_images)
+    val = data.make_batch("val", 0, a.n)
+    noisy = (val.images + 0.1 * torch.randn(val.images.shape, generator=torch.Generator().manual_seed(5))).clamp(-1, 1)
+    conditions = {"real (val split)": (val.images, val.labels, 0.0),
+                  "real, recoloured (chroma x3)": (data.colour_shift(val.images, 3.0, 1.0), val.labels, 0.0),
+                  "real + pixel noise (sigma 0.1)": (noisy, val.labels, 0.0)}
+    conditions |= load_or_generate(preset, a.n, a.n_guides, a.cache, a.samples_cache)
+
+    rows = []
+    for name, (images, y, seconds) in conditions.items():
+        kid, kid_std = kernel_distance(judge_embeddings(preset, images), reference, a.subset_size, a.subsets)
+        kid_c, kid_c_std = kernel_distance(colour_features(images), reference_colour, a.subset_size, a.subsets)
+        row = {"condition": name, "n": len(images), "kid": kid, "kid_std": kid_std, "kid_colour": kid_c,
+               "kid_colour_std": kid_c_std,
+               "judge_per_class_accuracy": per_class_accuracy(judge_probs(preset, images), y, k),
+               **image_stats(images), **background_stats(images, judge_masks(preset, images)),
+               "sample_seconds": seconds}
+        rows.append(row)
+        print(f"{name}: KID {kid:.3f} +- {kid_std:.3f}, colour KID {kid_c:.3f} +- {kid_c_std:.3f}, judge {row['judge_per_class_accuracy']:.3f}, mean |x| "
+              f"{row['mean_abs']:.3f}, saturated {row['saturated_fraction']:.3f}, background std "
+              f"{row['background_std']:.3f}", flush=True)
+    out = {"n_reference": a.n_reference, "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n,
+           "n_guides": a.n_guides, "feature_space": "kid: judge classifier PlainCNN.embed (128-d); kid_colour: "
+           "evaluate.colour_features (per-channel mean and std, 6-d); both standardized by the reference", "reference": "test split, first n_reference", "rows": rows,
+           "seconds": time.time() - t0}
+    if a.json is not None:
+        atomic_write_bytes(a.json, (json.dumps(out, indent=1) + "\n").encode())
+    if a.grid is not None:
+        a.grid.parent.mkdir(parents=True, exist_ok=True)
+        pick = torch.cat([images[:16] for images, _, _ in conditions.values()])
+        save_image(grid(enlarge(to_display(pick), 2), nrow=16, pad=2), a.grid)
+
+
+if __name__ == "__main__":
+    main()
