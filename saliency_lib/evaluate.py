@@ -741,14 +741,15 @@ REALISM_COLUMNS = (("judge_per_class_accuracy", "judge acc."), ("mean_abs", "mea
 def format_realism(rows: Sequence[dict], digits: int = 3) -> str:
     """The rows of ``scripts/measure_realism.py``'s JSON as text: condition, the two kernel distances +- their std
     over subsets (judge features, colour statistics), the judge's per-class accuracy, mean |x|, the saturated
-    fraction and the background's spatial std."""
+    fraction, the background's spatial std, and the layout IoU (mean over guides) of the phenomenon rows."""
     width = max([len(r["condition"]) for r in rows] + [9])
     lines = [f"{'condition':{width}s} " + " ".join(f"{label:>17s}" for _, label in REALISM_KIDS) + " "
-             + " ".join(f"{label:>10s}" for _, label in REALISM_COLUMNS)]
+             + " ".join(f"{label:>10s}" for _, label in REALISM_COLUMNS) + f" {'layout IoU':>10s}"]
     for r in rows:
         kids = [f"{r[key]:>8.{digits}f} +- {r[key + '_std']:<5.{digits}f}" for key, _ in REALISM_KIDS]
+        iou = f"{r['layout_iou'][0]:>10.{digits}f}" if "layout_iou" in r else f"{'-':>10s}"
         lines.append(f"{r['condition']:{width}s} " + " ".join(kids) + " "
-                     + " ".join(f"{r[key]:>10.{digits}f}" for key, _ in REALISM_COLUMNS))
+                     + " ".join(f"{r[key]:>10.{digits}f}" for key, _ in REALISM_COLUMNS) + " " + iou)
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Noise operations: standardise (Alg. 1), rotate / flip, resize, statistics against N(0, I), strength.
+"""Noise operations: standardise (Alg. 1), rotate / flip, resize, statistics against N(0, I), strength, phase.
 
 All functions are pure: they return new tensors and never modify their inputs. Noises are
 ``[N, C, H, W]`` float tensors.
@@ -74,6 +74,29 @@ def mix_with_gaussian(crafted: torch.Tensor, strength: float, generator: torch.G
     if fresh is None:
         fresh = torch.randn(crafted.shape, generator=generator, dtype=crafted.dtype).to(crafted.device)
     return strength * crafted + math.sqrt(1 - strength ** 2) * fresh
+
+
+def phase_transplant(crafted: torch.Tensor, generator: torch.Generator | None = None,
+                     fresh: torch.Tensor | None = None) -> torch.Tensor:
+    """The crafted noise's Fourier phases on a Gaussian noise's amplitudes (model card, History 26).
+
+    x_T = F^-1(|F(eps)| exp(i arg F(crafted))), per image and channel, F the orthonormal 2-D real FFT and
+    eps ~ N(0, I) (``fresh``, or drawn from ``generator``). Where an image's layout lives in the phases of its
+    Fourier coefficients (Oppenheim & Lim 1981, "The importance of phase in signals"), the excess low-frequency
+    energy of a crafted noise lives in their amplitudes; this keeps the former and takes the latter from white noise,
+    so x_T has exactly eps's energy at every frequency (and ||x_T|| = ||eps||). ``crafted`` and ``fresh`` are
+    ``[N, C, H, W]``; the result has their shape and dtype.
+    """
+    check_image_batch("crafted", crafted)
+    if fresh is None:
+        fresh = torch.randn(crafted.shape, generator=generator, dtype=crafted.dtype).to(crafted.device)
+    elif fresh.shape != crafted.shape:
+        raise SaliencyNoiseError(f"fresh noise must have the crafted noise's shape {tuple(crafted.shape)}, "
+                                 f"got {tuple(fresh.shape)}")
+    h, w = crafted.shape[-2:]
+    phase = torch.fft.rfft2(crafted.double(), norm="ortho").angle()
+    amplitude = torch.fft.rfft2(fresh.double(), norm="ortho").abs()
+    return torch.fft.irfft2(torch.polar(amplitude, phase), s=(h, w), norm="ortho").to(crafted.dtype)
 
 
 # ------------------------------------------------------------------------------------ statistics

@@ -15,7 +15,9 @@ saturated images, and the strength control keeps them natural. This measures it.
   DDIM-50 unguided (w = 0, s = 0) and with the preset's guidance (w = 4, s = 5);
 - *the phenomenon rows*: the Quality section's 32 held-out guides x 8 target classes (``evaluate.
   quality_layout_noises``; the IG noise cached under ``--cache``), DDIM-50 with the preset's guidance, from
-  Gaussian noise, from IG k = 1,000 at strength 0.3 and from the paper's recipe (strength 1).
+  Gaussian noise, from IG k = 1,000 at strength 0.3, from the paper's recipe (strength 1), and from the IG
+  snapshot's Fourier phases on the Gaussian row's amplitudes (``noise.phase_transplant``: white noise's energy at
+  every frequency, the crafted layout in the phases); with their layout IoU (the Quality section's measure).
 
 Per condition: ``evaluate.kernel_distance`` (KID, Binkowski et al. 2018; mean and standard deviation over 100 pairs
 of 128-image subsets, half of a condition's images, so that the spread reflects the generated images too; the
@@ -35,66 +37,85 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torchvision.utils import save_image
 
 from saliency_lib import data
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import (QualityArgs, background_stats, colour_features, gaussian_class_batch,
-                                   generate_batched, image_stats, judge_embeddings, judge_masks, judge_probs, kernel_distance,
-                                   per_class_accuracy, quality_layout_noises)
+from saliency_lib.evaluate import (QualityArgs, background_stats, bootstrap_ci, colour_features,
+                                   gaussian_class_batch, generate_batched, image_stats, judge_embeddings, judge_masks,
+                                   judge_probs, kernel_distance, mask_iou, per_class_accuracy, quality_layout_noises)
+from saliency_lib.noise import phase_transplant
 from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import enlarge, grid, to_display
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes, load_tensors, save_tensors
 
 
+LAYOUT = "layout guides: "   # the phenomenon rows' names start so
+
+
 def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
-                         ) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """Name -> (images ``[N, 3, S, S]`` in [-1, 1], requested classes ``[N]``, seconds) of every generated row."""
-    out = {}
+                         ) -> tuple[dict[str, Callable], data.ShapeBatch]:
+    """Name -> a function that samples that row: (images ``[N, 3, S, S]`` in [-1, 1], requested classes ``[N]``,
+    seconds), and the held-out guides of the phenomenon rows (their images, in guide-major order, are the rows
+    whose name starts with ``LAYOUT``)."""
     x_T, y = gaussian_class_batch(preset, n, seed=0)
-    for name, sampler in (("gaussian, DDIM-50, unguided (w = 0, s = 0)", Sampler("ddim", 50).unguided(preset)),
-                          ("gaussian, DDIM-50 (w = 4, s = 5)", Sampler("ddim", 50))):
-        images, seconds = generate_batched(preset, x_T, y, sampler, seed=0)
-        out[name] = (images, y, seconds)
-        print(f"{name}: sampled in {seconds:.0f} s", flush=True)
+    rows: dict[str, Callable] = {
+        "gaussian, DDIM-50, unguided (w = 0, s = 0)":
+            lambda: (*generate_batched(preset, x_T, y, Sampler("ddim", 50).unguided(preset), seed=0), y),
+        "gaussian, DDIM-50 (w = 4, s = 5)": lambda: (*generate_batched(preset, x_T, y, Sampler("ddim", 50), seed=0), y),
+    }
     args = QualityArgs(n_guides=n_guides)
     guides, noises = quality_layout_noises(preset, args, cache_dir)
     k = len(preset.class_names)
     y_layout = torch.arange(k).repeat(n_guides)
-    for key, label in (("gaussian", "layout guides: gaussian"),
-                       (f"ig{args.ig_steps}_strength{args.strength}", f"layout guides: IG k = {args.ig_steps}, "
-                                                                      f"strength {args.strength}"),
-                       (f"ig{args.ig_steps}_strength1", f"layout guides: IG k = {args.ig_steps}, strength 1 "
-                                                        "(the paper's recipe)")):
-        # the same (noise, class) order and sampler seed as evaluate.layout_scores, so the Quality rows' images
-        images, seconds = generate_batched(preset, noises[key].repeat_interleave(k, 0), y_layout, Sampler("ddim", 50),
-                                           seed=args.seed)
-        out[label] = (images, y_layout, seconds)
-        print(f"{label}: sampled in {seconds:.0f} s", flush=True)
-    return out
+    crafted = noises[f"ig{args.ig_steps}_strength1"]
+    layout_noises = {
+        f"{LAYOUT}gaussian": noises["gaussian"],
+        f"{LAYOUT}IG k = {args.ig_steps}, strength {args.strength}": noises[f"ig{args.ig_steps}_strength{args.strength}"],
+        f"{LAYOUT}IG k = {args.ig_steps}, strength 1 (the paper's recipe)": crafted,
+        # the crafted phases on the amplitudes of the strength rows' fresh Gaussian noise (noise.phase_transplant)
+        f"{LAYOUT}IG k = {args.ig_steps}, phases on Gaussian amplitudes": phase_transplant(crafted,
+                                                                                          fresh=noises["gaussian"]),
+    }
+    for name, x in layout_noises.items():
+        # the same (noise, class) order and sampler seed as evaluate.layout_scores: the Quality rows' images
+        rows[name] = (lambda x=x: (*generate_batched(preset, x.repeat_interleave(k, 0), y_layout, Sampler("ddim", 50),
+                                                     seed=args.seed), y_layout))
+    return rows, guides
+
 
 
 def load_or_generate(preset, n: int, n_guides: int, cache_dir: Path | None, samples_cache: Path | None):
+    """Every generated row as name -> (images, y, seconds), sampling only the rows ``samples_cache`` lacks (and
+    rewriting it, atomically, when it sampled any); plus the phenomenon rows' guides."""
+    builders, guides = generated_conditions(preset, n, n_guides, cache_dir)
+    cached: dict = {}
     if samples_cache is not None and samples_cache.exists():
         tensors, meta = load_tensors(samples_cache)
         if (meta.get("n"), meta.get("n_guides")) != (str(n), str(n_guides)):
             raise SaliencyNoiseError(f"--samples-cache {samples_cache} holds n={meta.get('n')}, n_guides="
                                      f"{meta.get('n_guides')}; asked for n={n}, n_guides={n_guides}")
-        names = json.loads(meta["names"])
         seconds = json.loads(meta["seconds"])
-        return {name: (tensors[f"images{i}"], tensors[f"y{i}"], seconds[i]) for i, name in enumerate(names)}
-    out = generated_conditions(preset, n, n_guides, cache_dir)
-    if samples_cache is not None:
+        cached = {name: (tensors[f"images/{name}"], tensors[f"y/{name}"], seconds[name]) for name in seconds}
+    out, sampled = {}, False
+    for name, build in builders.items():
+        if name not in cached:
+            images, seconds, y = build()
+            cached[name], sampled = (images, y, seconds), True
+            print(f"{name}: sampled in {seconds:.0f} s", flush=True)
+        out[name] = cached[name]
+    if samples_cache is not None and sampled:
         samples_cache.parent.mkdir(parents=True, exist_ok=True)
         tensors = {}
-        for i, (images, y, _) in enumerate(out.values()):
-            tensors[f"images{i}"], tensors[f"y{i}"] = images, y.clone()
-        save_tensors(samples_cache, tensors, {"n": str(n), "n_guides": str(n_guides), "names": json.dumps(list(out)),
-                                              "seconds": json.dumps([v[2] for v in out.values()])})
-    return out
+        for name, (images, y, _) in cached.items():
+            tensors[f"images/{name}"], tensors[f"y/{name}"] = images, y.clone()
+        save_tensors(samples_cache, tensors, {"n": str(n), "n_guides": str(n_guides),
+                                              "seconds": json.dumps({k: v[2] for k, v in cached.items()})})
+    return out, guides
 
 
 def main() -> None:
@@ -124,25 +145,41 @@ def main() -> None:
     conditions = {"real (val split)": (val.images, val.labels, 0.0),
                   "real, recoloured (chroma x3)": (data.colour_shift(val.images, 3.0, 1.0), val.labels, 0.0),
                   "real + pixel noise (sigma 0.1)": (noisy, val.labels, 0.0)}
-    conditions |= load_or_generate(preset, a.n, a.n_guides, a.cache, a.samples_cache)
+    generated, guides = load_or_generate(preset, a.n, a.n_guides, a.cache, a.samples_cache)
+    conditions |= generated
+    guide_masks = guides.masks.repeat_interleave(k, 0)      # the phenomenon rows are guide-major
 
-    rows = []
+    rows, per_guide = [], {}
     for name, (images, y, seconds) in conditions.items():
         kid, kid_std = kernel_distance(judge_embeddings(preset, images), reference, a.subset_size, a.subsets)
         kid_c, kid_c_std = kernel_distance(colour_features(images), reference_colour, a.subset_size, a.subsets)
+        masks = judge_masks(preset, images)
         row = {"condition": name, "n": len(images), "kid": kid, "kid_std": kid_std, "kid_colour": kid_c,
                "kid_colour_std": kid_c_std,
                "judge_per_class_accuracy": per_class_accuracy(judge_probs(preset, images), y, k),
-               **image_stats(images), **background_stats(images, judge_masks(preset, images)),
-               "sample_seconds": seconds}
+               **image_stats(images), **background_stats(images, masks), "sample_seconds": seconds}
+        if name.startswith(LAYOUT):  # the Quality section's layout IoU: mean over guides, 95% bootstrap interval
+            per_guide[name] = mask_iou(masks, guide_masks).view(a.n_guides, k).mean(1).numpy()
+            row["layout_iou"] = list(bootstrap_ci(per_guide[name]))
         rows.append(row)
-        print(f"{name}: KID {kid:.3f} +- {kid_std:.3f}, colour KID {kid_c:.3f} +- {kid_c_std:.3f}, judge {row['judge_per_class_accuracy']:.3f}, mean |x| "
-              f"{row['mean_abs']:.3f}, saturated {row['saturated_fraction']:.3f}, background std "
-              f"{row['background_std']:.3f}", flush=True)
-    out = {"n_reference": a.n_reference, "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n,
+        print(f"{name}: KID {kid:.3f} +- {kid_std:.3f}, colour KID {kid_c:.3f} +- {kid_c_std:.3f}, judge "
+              f"{row['judge_per_class_accuracy']:.3f}, mean |x| {row['mean_abs']:.3f}, saturated "
+              f"{row['saturated_fraction']:.3f}, background std {row['background_std']:.3f}"
+              + (f", layout IoU {row['layout_iou'][0]:.3f}" if "layout_iou" in row else ""), flush=True)
+    # paired over guides: the phase-transplanted noise's layout IoU minus each other phenomenon row's
+    phase = next(name for name in per_guide if "phases" in name)
+    paired = {}
+    for name, values in per_guide.items():
+        if name != phase:
+            diff = per_guide[phase] - values
+            paired[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum())}
+            print(f"layout IoU, phases minus {name}: {paired[name]['mean_difference_ci95'][0]:.3f} "
+                  f"[{paired[name]['mean_difference_ci95'][1]:.3f}, {paired[name]['mean_difference_ci95'][2]:.3f}], "
+                  f"better on {paired[name]['guides_better']} of {a.n_guides} guides")
+    out = {"paired_layout_iou": {"row": phase, "against": paired}, "n_reference": a.n_reference, "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n,
            "n_guides": a.n_guides, "feature_space": "kid: judge classifier PlainCNN.embed (128-d); kid_colour: "
-           "evaluate.colour_features (per-channel mean and std, 6-d); both standardized by the reference", "reference": "test split, first n_reference", "rows": rows,
-           "seconds": time.time() - t0}
+           "evaluate.colour_features (per-channel mean and std, 6-d); both standardized by the reference",
+           "reference": "test split, first n_reference", "rows": rows, "seconds": time.time() - t0}
     if a.json is not None:
         atomic_write_bytes(a.json, (json.dumps(out, indent=1) + "\n").encode())
     if a.grid is not None:

@@ -230,11 +230,12 @@ def test_format_realism_prints_every_row_and_column():
     from saliency_lib.evaluate import format_realism
     row = {"condition": "real (val split)", "kid": 0.01234, "kid_std": 0.5, "kid_colour": -0.02, "kid_colour_std": 0.03,
            "judge_per_class_accuracy": 0.99, "mean_abs": 0.41, "saturated_fraction": 0.04, "background_std": 0.24}
-    lines = format_realism([row, {**row, "condition": "other", "kid": 2.0}], digits=2).splitlines()
+    lines = format_realism([row, {**row, "condition": "other", "kid": 2.0, "layout_iou": [0.1951, 0.1, 0.3]}],
+                           digits=2).splitlines()
     assert len(lines) == 3 and "KID (judge)" in lines[0] and "KID (colour)" in lines[0] and "bg std" in lines[0]
     assert lines[1].split() == ["real", "(val", "split)", "0.01", "+-", "0.50", "-0.02", "+-", "0.03", "0.99", "0.41",
-                                "0.04", "0.24"]
-    assert lines[2].split()[:2] == ["other", "2.00"]
+                                "0.04", "0.24", "-"]
+    assert lines[2].split()[:2] == ["other", "2.00"] and lines[2].split()[-1] == "0.20"
 
 
 def test_colour_features_are_channel_means_and_stds():

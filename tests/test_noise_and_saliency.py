@@ -110,3 +110,27 @@ def test_saliency_weighted_and_background_free(net):
     assert not torch.equal(bf[~mask.expand_as(bf)], crafted[~mask.expand_as(crafted)])
     with pytest.raises(SaliencyNoiseError, match="mask must be bool"):
         saliency.background_free_noise(crafted, mask.float())
+
+
+def test_phase_transplant_keeps_crafted_phases_and_gaussian_amplitudes():
+    from saliency_lib.noise import phase_transplant
+    g = torch.Generator().manual_seed(0)
+    crafted = torch.randn(2, 3, 16, 16, generator=g).cumsum(-1).cumsum(-2)   # heavy low frequencies
+    fresh = torch.randn(2, 3, 16, 16, generator=g)
+    c0, f0 = crafted.clone(), fresh.clone()
+    x = phase_transplant(crafted, fresh=fresh)
+    assert torch.equal(crafted, c0) and torch.equal(fresh, f0)             # pure
+    assert x.shape == crafted.shape and x.dtype == crafted.dtype
+    fx, ff, fc = (torch.fft.rfft2(t.double(), norm="ortho") for t in (x, fresh, crafted))
+    assert torch.allclose(fx.abs(), ff.abs(), atol=1e-5)                   # eps's energy at every frequency
+    dphase = torch.remainder(fx.angle() - fc.angle() + torch.pi, 2 * torch.pi) - torch.pi
+    assert dphase.abs().max() < 1e-4                                       # the crafted noise's phases
+    assert abs(x.norm().item() - fresh.norm().item()) < 1e-3
+    # low-frequency energy back to white noise's, where the crafted noise had most of it
+    from saliency_lib.noise import low_frequency_energy
+    assert (low_frequency_energy(crafted) > 0.5).all() and (low_frequency_energy(x) < 0.2).all()
+    a = phase_transplant(crafted, generator=torch.Generator().manual_seed(3))
+    b = phase_transplant(crafted, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(SaliencyNoiseError, match="shape"):
+        phase_transplant(crafted, fresh=fresh[:1])
