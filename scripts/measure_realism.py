@@ -59,8 +59,8 @@ LAYOUT = "layout guides: "   # the phenomenon rows' names start so
 
 def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
                          ) -> tuple[dict[str, Callable], data.ShapeBatch]:
-    """Name -> a function that samples that row: (images ``[N, 3, S, S]`` in [-1, 1], requested classes ``[N]``,
-    seconds), and the held-out guides of the phenomenon rows (their images, in guide-major order, are the rows
+    """Name -> a function that samples that row: (images ``[N, 3, S, S]`` in [-1, 1], seconds, requested classes
+    ``[N]``), and the held-out guides of the phenomenon rows (their images, in guide-major order, are the rows
     whose name starts with ``LAYOUT``)."""
     x_T, y = gaussian_class_batch(preset, n, seed=0)
     rows: dict[str, Callable] = {
@@ -86,7 +86,6 @@ def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
         rows[name] = (lambda x=x: (*generate_batched(preset, x.repeat_interleave(k, 0), y_layout, Sampler("ddim", 50),
                                                      seed=args.seed), y_layout))
     return rows, guides
-
 
 
 def load_or_generate(preset, n: int, n_guides: int, cache_dir: Path | None, samples_cache: Path | None):
