@@ -31,20 +31,25 @@ from .presets import REPO_ROOT, Preset, load_preset
 
 
 # ------------------------------------------------------------------------------------ judge
+def _read(model: nn.Module, f: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch: int
+          ) -> torch.Tensor:
+    """``f`` of images ``[N, 3, H, W]`` in [-1, 1], moved into ``model.config.normalization``'s space, in batches,
+    without gradients; concatenated."""
+    norm = model.config.normalization
+    with torch.no_grad():
+        return torch.cat([f(norm.from_diffusion(x)) for x in images.split(batch)])
+
+
 def segmenter_masks(seg: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Object masks of a segmenter (``seg.config.normalization`` its input space) for images ``[N, 3, H, W]`` in
     [-1, 1]: bool ``[N, 1, H, W]``."""
-    norm = seg.config.normalization
-    with torch.no_grad():
-        return torch.cat([seg(norm.from_diffusion(x)) > 0 for x in images.split(batch)])
+    return _read(seg, lambda x: seg(x) > 0, images, batch)
 
 
 def classifier_probs(clf: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Class probabilities ``[N, num_classes]`` of a classifier (``clf.config.normalization`` its input space) for
     images ``[N, 3, H, W]`` in [-1, 1]."""
-    norm = clf.config.normalization
-    with torch.no_grad():
-        return torch.cat([clf(norm.from_diffusion(x)).softmax(-1) for x in images.split(batch)])
+    return _read(clf, lambda x: clf(x).softmax(-1), images, batch)
 
 
 def judge_masks(preset: Preset, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -126,6 +131,11 @@ def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
+def accuracy_by_class(confusion: torch.Tensor) -> list[float]:
+    """Per target class (row of a :func:`confusion_matrix`), the fraction read as that class (0 for an empty row)."""
+    return (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
+
+
 NO_OBJECT_AREA = 0.02   # a sample whose judge-segmented object covers less of the image holds almost no object
 
 
@@ -145,7 +155,7 @@ class ClassControl:
 
     @property
     def accuracy_by_class(self) -> list[float]:
-        return (self.confusion.diag().float() / self.confusion.sum(1).clamp(min=1).float()).tolist()
+        return accuracy_by_class(self.confusion)
 
     @property
     def no_object(self) -> torch.Tensor:
@@ -194,9 +204,7 @@ def classifier_embeddings(clf: nn.Module, images: torch.Tensor, batch: int = 256
     if not hasattr(clf, "embed"):
         raise SaliencyNoiseError(f"{type(clf).__name__} has no embed(x) method: kernel distances need a classifier "
                                  "that exposes its features, such as the judge's PlainCNN")
-    norm = clf.config.normalization
-    with torch.no_grad():
-        return torch.cat([clf.embed(norm.from_diffusion(x)) for x in images.split(batch)])
+    return _read(clf, clf.embed, images, batch)
 
 
 def judge_embeddings(preset: Preset, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -270,6 +278,20 @@ def background_stats(images: torch.Tensor, masks: torch.Tensor) -> dict[str, flo
     return {"background_std": var_bg[keep_bg].sqrt().mean().item() if keep_bg.any() else nan,
             "background_mean_abs": abs_bg[keep_bg].mean().item() if keep_bg.any() else nan,
             "object_mean_abs": abs_fg[keep_fg].mean().item() if keep_fg.any() else nan}
+
+
+def paired_differences(per_guide: Mapping[str, np.ndarray], row: str) -> dict[str, dict]:
+    """Row ``row``'s per-guide values minus each other row's (``per_guide``: name -> ``[G]``, the same guides in the
+    same order): per other row the mean difference with its 95% bootstrap interval over guides, and on how many
+    guides ``row`` is larger."""
+    if row not in per_guide:
+        raise SaliencyNoiseError(f"paired_differences: no row {row!r}; rows are {list(per_guide)}")
+    out = {}
+    for name, values in per_guide.items():
+        if name != row:
+            diff = np.asarray(per_guide[row]) - np.asarray(values)
+            out[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum())}
+    return out
 
 
 def layout_scores(preset: Preset, guide_masks: torch.Tensor, noises: torch.Tensor, sampler: Sampler,
@@ -370,12 +392,12 @@ def quality(preset: Preset, args: QualityArgs, cache_dir: Path | None = None,
     return out
 
 
-def quality_layout_noises(preset: Preset, args: QualityArgs, cache_dir: Path | None = None
+def quality_layout_noises(preset: Preset, args: QualityArgs, cache_dir: Path | None = None, start: int = 0
                           ) -> tuple[data.ShapeBatch, dict[str, torch.Tensor]]:
-    """The held-out guides of the phenomenon rows (``args.n_guides`` of the ``guides`` split) and their three x_T
-    ``[G, 3, S, S]`` by name: Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe) and its mix with
-    that Gaussian noise at ``args.strength``."""
-    guides = data.make_batch("guides", 0, args.n_guides)
+    """The held-out guides of the phenomenon rows (``args.n_guides`` of the ``guides`` split from ``start``; the
+    Quality rows use 0) and their three x_T ``[G, 3, S, S]`` by name: Gaussian noise, the IG snapshot
+    ``args.ig_steps`` (the paper's recipe) and its mix with that Gaussian noise at ``args.strength``."""
+    guides = data.make_batch("guides", start, args.n_guides)
     crafted = craft_noise(preset, guides.images, guides.labels, steps=(args.ig_steps,), seed=args.seed,
                           cache_dir=cache_dir)[args.ig_steps]
     fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(args.seed + 1))

@@ -46,7 +46,8 @@ from saliency_lib import data
 from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib.evaluate import (QualityArgs, background_stats, bootstrap_ci, colour_features,
                                    gaussian_class_batch, generate_batched, image_stats, judge_embeddings, judge_masks,
-                                   judge_probs, kernel_distance, mask_iou, per_class_accuracy, quality_layout_noises)
+                                   judge_probs, kernel_distance, mask_iou, paired_differences, per_class_accuracy,
+                                   quality_layout_noises)
 from saliency_lib.noise import phase_transplant
 from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import enlarge, grid, to_display
@@ -55,6 +56,7 @@ from saliency_lib.weights import atomic_write_bytes, load_tensors, save_tensors
 
 
 LAYOUT = "layout guides: "   # the phenomenon rows' names start so
+PHASES = "phases on Gaussian amplitudes"   # ... and the phase transplant's ends so
 
 
 def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
@@ -78,8 +80,7 @@ def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
         f"{LAYOUT}IG k = {args.ig_steps}, strength {args.strength}": noises[f"ig{args.ig_steps}_strength{args.strength}"],
         f"{LAYOUT}IG k = {args.ig_steps}, strength 1 (the paper's recipe)": crafted,
         # the crafted phases on the amplitudes of the strength rows' fresh Gaussian noise (noise.phase_transplant)
-        f"{LAYOUT}IG k = {args.ig_steps}, phases on Gaussian amplitudes": phase_transplant(crafted,
-                                                                                          fresh=noises["gaussian"]),
+        f"{LAYOUT}IG k = {args.ig_steps}, {PHASES}": phase_transplant(crafted, fresh=noises["gaussian"]),
     }
     for name, x in layout_noises.items():
         # the same (noise, class) order and sampler seed as evaluate.layout_scores: the Quality rows' images
@@ -166,17 +167,15 @@ def main() -> None:
               f"{row['saturated_fraction']:.3f}, background std {row['background_std']:.3f}"
               + (f", layout IoU {row['layout_iou'][0]:.3f}" if "layout_iou" in row else ""), flush=True)
     # paired over guides: the phase-transplanted noise's layout IoU minus each other phenomenon row's
-    phase = next(name for name in per_guide if "phases" in name)
-    paired = {}
-    for name, values in per_guide.items():
-        if name != phase:
-            diff = per_guide[phase] - values
-            paired[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum())}
-            print(f"layout IoU, phases minus {name}: {paired[name]['mean_difference_ci95'][0]:.3f} "
-                  f"[{paired[name]['mean_difference_ci95'][1]:.3f}, {paired[name]['mean_difference_ci95'][2]:.3f}], "
-                  f"better on {paired[name]['guides_better']} of {a.n_guides} guides")
-    out = {"paired_layout_iou": {"row": phase, "against": paired}, "n_reference": a.n_reference, "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n,
-           "n_guides": a.n_guides, "feature_space": "kid: judge classifier PlainCNN.embed (128-d); kid_colour: "
+    phase = next(name for name in per_guide if name.endswith(PHASES))
+    paired = paired_differences(per_guide, phase)
+    for name, d in paired.items():
+        lo_hi = d["mean_difference_ci95"]
+        print(f"layout IoU, phases minus {name}: {lo_hi[0]:.3f} [{lo_hi[1]:.3f}, {lo_hi[2]:.3f}], better on "
+              f"{d['guides_better']} of {a.n_guides} guides")
+    out = {"paired_layout_iou": {"row": phase, "against": paired}, "n_reference": a.n_reference,
+           "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n, "n_guides": a.n_guides,
+           "feature_space": "kid: judge classifier PlainCNN.embed (128-d); kid_colour: "
            "evaluate.colour_features (per-channel mean and std, 6-d); both standardized by the reference",
            "reference": "test split, first n_reference", "rows": rows, "seconds": time.time() - t0}
     if a.json is not None:

@@ -35,9 +35,10 @@ from torchvision.utils import save_image
 from saliency_lib import data
 from saliency_lib.classifiers import load_classifier, load_segmenter
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import (QualityArgs, bootstrap_ci, class_control, classifier_probs, confusion_matrix,
-                                   gaussian_class_batch, generate_batched, image_stats, judge_masks, judge_probs,
-                                   layout_scores, mask_iou, per_class_accuracy, quality_layout_noises, segmenter_masks)
+from saliency_lib.evaluate import (QualityArgs, accuracy_by_class, bootstrap_ci, class_control, classifier_probs,
+                                   confusion_matrix, gaussian_class_batch, generate_batched, image_stats, judge_masks,
+                                   judge_probs, layout_scores, mask_iou, per_class_accuracy, quality_layout_noises,
+                                   segmenter_masks)
 from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import enlarge, grid, to_display
 from saliency_lib.presets import load_tiny
@@ -131,7 +132,7 @@ def main() -> None:
             probs = classifier_probs(m, images)
             pred, confusion = probs.argmax(1), confusion_matrix(probs, y, k)
             rows[n] = {"per_class_accuracy": per_class_accuracy(probs, y, k),
-                       "accuracy_by_class": (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist(),
+                       "accuracy_by_class": accuracy_by_class(confusion),
                        "on_misread_reads_target": float((pred[wrong] == y[wrong]).float().mean()) if wrong.any()
                        else None,
                        "on_misread_agrees_with_judge": float((pred[wrong] == cc.predicted[wrong]).float().mean())

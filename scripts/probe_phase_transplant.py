@@ -7,9 +7,9 @@
 x_T = ``noise.phase_transplant`` (the IG snapshot's Fourier phases on a Gaussian noise's amplitudes) gives a larger
 layout IoU than the strength control at 0.3, with the same class control. This repeats the comparison on another
 block of held-out guides (``--guide-start``), with the Quality section's settings otherwise: IG k = ``--ig-steps``
-against the preset's IG classifier (seed 0; cached under ``--cache``), one fresh Gaussian draw per guide
-(``--noise-seed``) shared by the Gaussian row, the strength mix and the transplant's amplitudes, every target class
-per noise, DDIM-50 with the preset's guidance (``evaluate.layout_scores``: the judge segmenter's mask against the
+against the preset's IG classifier (seed 0; cached under ``--cache``), one fresh Gaussian draw per guide (seed 1)
+shared by the Gaussian row, the strength mix and the transplant's amplitudes (``evaluate.quality_layout_noises`` on
+this block), every target class per noise, DDIM-50 with the preset's guidance (``evaluate.layout_scores``: the judge segmenter's mask against the
 guide's). Per row: the layout IoU (mean over guides, 95% bootstrap interval) and the target-class accuracy; and the
 transplant's paired per-guide differences against each other row.
 """
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from saliency_lib import data
-from saliency_lib.evaluate import bootstrap_ci, layout_scores
-from saliency_lib.noise import mix_with_gaussian, phase_transplant
-from saliency_lib.pipeline import Sampler, craft_noise
+from saliency_lib.evaluate import QualityArgs, bootstrap_ci, layout_scores, paired_differences, quality_layout_noises
+from saliency_lib.noise import phase_transplant
+from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
 
@@ -37,7 +36,6 @@ def main() -> None:
     p.add_argument("--n-guides", type=int, default=32)
     p.add_argument("--ig-steps", type=int, default=1000)
     p.add_argument("--strength", type=float, default=0.3)
-    p.add_argument("--noise-seed", type=int, default=1, help="seed of the fresh Gaussian noise (the Quality rows': 1)")
     p.add_argument("--cache", type=Path, default=None, help="IG cache folder")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--threads", type=int, default=2)
@@ -47,13 +45,14 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     t0 = time.time()
     preset = load_tiny()
-    guides = data.make_batch("guides", a.guide_start, a.n_guides)
-    crafted = craft_noise(preset, guides.images, guides.labels, steps=(a.ig_steps,), seed=0,
-                          cache_dir=a.cache)[a.ig_steps]
+    # the Quality section's three phenomenon noises on this block of guides (IG seed 0, fresh noise seed 1), and the
+    # IG snapshot's phases on that fresh noise's amplitudes
+    args = QualityArgs(n_guides=a.n_guides, ig_steps=a.ig_steps, strength=a.strength)
+    guides, quality_noises = quality_layout_noises(preset, args, a.cache, start=a.guide_start)
     print(f"IG for {a.n_guides} guides: {time.time() - t0:.0f} s", flush=True)
-    fresh = torch.randn(crafted.shape, generator=torch.Generator().manual_seed(a.noise_seed))
-    noises = {"gaussian": fresh, f"IG k = {a.ig_steps}, strength {a.strength}": mix_with_gaussian(crafted, a.strength,
-                                                                                               fresh=fresh),
+    crafted, fresh = quality_noises[f"ig{a.ig_steps}_strength1"], quality_noises["gaussian"]
+    noises = {"gaussian": fresh, f"IG k = {a.ig_steps}, strength {a.strength}":
+              quality_noises[f"ig{a.ig_steps}_strength{a.strength}"],
               f"IG k = {a.ig_steps}, strength 1 (the paper's recipe)": crafted,
               f"IG k = {a.ig_steps}, phases on Gaussian amplitudes": phase_transplant(crafted, fresh=fresh)}
     per_guide, rows = {}, {}
@@ -66,14 +65,11 @@ def main() -> None:
               f"{rows[name]['layout_iou'][2]:.3f}], target-class accuracy {rows[name]['class_accuracy']:.3f}",
               flush=True)
     phase = list(noises)[-1]
-    paired = {}
-    for name, values in per_guide.items():
-        if name != phase:
-            diff = per_guide[phase] - values
-            paired[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum())}
-            d = paired[name]["mean_difference_ci95"]
-            print(f"phases minus {name}: {d[0]:.3f} [{d[1]:.3f}, {d[2]:.3f}], better on "
-                  f"{paired[name]['guides_better']} of {a.n_guides} guides")
+    paired = paired_differences(per_guide, phase)
+    for name, d in paired.items():
+        lo_hi = d["mean_difference_ci95"]
+        print(f"phases minus {name}: {lo_hi[0]:.3f} [{lo_hi[1]:.3f}, {lo_hi[2]:.3f}], better on "
+              f"{d['guides_better']} of {a.n_guides} guides")
     out = {"args": vars(a) | {"cache": str(a.cache), "json": str(a.json)}, "rows": rows,
            "paired_layout_iou": {"row": phase, "against": paired},
            "per_guide_iou": {n: v.tolist() for n, v in per_guide.items()}, "seconds": time.time() - t0}

@@ -246,3 +246,21 @@ def test_colour_features_are_channel_means_and_stds():
     assert torch.allclose(f[:, :3], images.mean(dim=(2, 3))) and torch.allclose(f[:, 3:], images.std(dim=(2, 3)))
     with pytest.raises(SaliencyNoiseError, match=r"\[N, 3, H, W\]"):
         colour_features(images[:, :1])
+
+
+def test_paired_differences_per_guide():
+    from saliency_lib.evaluate import paired_differences
+    per_guide = {"a": np.array([0.3, 0.2, 0.5, 0.1]), "b": np.array([0.1, 0.3, 0.2, 0.0]), "c": np.zeros(4)}
+    d = paired_differences(per_guide, "a")
+    assert set(d) == {"b", "c"}
+    assert abs(d["b"]["mean_difference_ci95"][0] - 0.125) < 1e-12 and d["b"]["guides_better"] == 3
+    lo, hi = d["c"]["mean_difference_ci95"][1:]
+    assert lo <= 0.275 <= hi and d["c"]["guides_better"] == 4
+    with pytest.raises(SaliencyNoiseError, match="no row 'z'"):
+        paired_differences(per_guide, "z")
+
+
+def test_accuracy_by_class_reads_confusion_rows():
+    from saliency_lib.evaluate import accuracy_by_class
+    cm = torch.tensor([[3, 1, 0], [0, 0, 0], [1, 1, 2]])
+    assert accuracy_by_class(cm) == [0.75, 0.0, 0.5]
