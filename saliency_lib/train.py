@@ -181,6 +181,23 @@ def _step_inputs(batch_fn: Callable[[int], dict[str, torch.Tensor]], start: int,
     yield from loader
 
 
+def train_step(model: nn.Module, forward: nn.Module, opt: torch.optim.Optimizer,
+               loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+               inputs: dict[str, torch.Tensor], autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """One optimisation step of :func:`run_training`: ``loss_fn(forward, inputs)`` under ``torch.autocast`` when
+    ``autocast_dtype`` is given (weights, gradients and optimizer moments stay float32), backward, gradient clipping
+    to norm 1, ``opt.step()``. ``forward`` is ``model`` or a compiled view of it. Returns the float32 loss (no host
+    sync)."""
+    device_type = next(model.parameters()).device.type
+    with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = loss_fn(forward, inputs).float()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
 def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
                  batch_fn: Callable[[int], dict[str, torch.Tensor]],
                  loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
@@ -251,12 +268,7 @@ def run_training(out: Path, model: nn.Module, cfg: TrainConfig,
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         model.train()
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = loss_fn(forward, inputs).float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = train_step(model, forward, opt, loss_fn, inputs, autocast_dtype)
         if ema is not None:
             with torch.no_grad():
                 d = min(cfg.ema_decay, (1 + step) / (10 + step))

@@ -2,8 +2,8 @@
 
     python scripts/bench_train_step.py --batch-sizes 64,128 --steps 8 --json data/models/tiny/bench_train_step.json
 
-Times the step that ``saliency_lib.train.run_training`` takes (the simple loss's forward under
-``torch.autocast`` when asked, backward, gradient clipping, AdamW) for the shipped UNet architecture with its null
+Times ``saliency_lib.train.train_step``, the step ``run_training`` takes (the simple loss's forward under
+``torch.autocast`` when asked, backward, gradient clipping, AdamW; without the EMA update and checkpoints) for the shipped UNet architecture with its null
 class, on one fixed batch of the train split (rendered once, outside the timing), for each batch size and
 precision. The first two steps of each setting warm up (oneDNN picks and caches its kernels) and are not timed;
 the median of the others is reported, with images per second. Whether bf16 helps depends on the CPU: on CPUs with
@@ -26,7 +26,7 @@ from torch import nn
 
 from saliency_lib.diffusion import GaussianDiffusion
 from saliency_lib.train import (AUTOCAST_DTYPES, TINY_DIFFUSION, TINY_UNET, TrainConfig, ddpm_loss_fn,
-                                ddpm_step_inputs)
+                                ddpm_step_inputs, train_step)
 from saliency_lib.unet import UNet
 from saliency_lib.weights import atomic_write_bytes
 
@@ -51,17 +51,11 @@ def cpu_description() -> dict:
 def time_steps(model: nn.Module, inputs: dict[str, torch.Tensor], loss_fn, autocast: str, steps: int,
                warmup: int = 2) -> list[float]:
     """Wall seconds of ``steps`` training steps after ``warmup`` untimed ones (same batch every step)."""
-    dtype = AUTOCAST_DTYPES[autocast]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss = loss_fn(model, inputs).float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        train_step(model, model, opt, loss_fn, inputs, AUTOCAST_DTYPES[autocast])
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
