@@ -21,6 +21,8 @@
 # 8.5 minutes from History 16's start-up and scoring times; not yet timed), then, on the still-warm machine,
 # PHASES=score (estimated 3).
 # Usage: PHASES="probe train" FIT=5.5 bash scripts/train_expert_fast_gpu.sh
+#        (History 28, the run made: MID=1 MID_T=100 MID_INIT=checkpoints/mid_expert_bf16/model.safetensors
+#         VARIANTS="none: bf16:" PHASES="probe train" FIT=6.25, scored on the CPU afterwards)
 #        PHASES=score bash scripts/train_expert_fast_gpu.sh
 #        (History 18's recommendation: MID=1 FIT=5 for the first call, whose extra score then fits the second)
 #        Through the device tool leave OUT unset: the script then writes to the tool's $OUT, whose files (at most 8
@@ -29,6 +31,7 @@
 set -uo pipefail
 OUT=${OUT:-runs/expert3}; DEVICE=${DEVICE:-cuda}; FIT=${FIT:-5.5}; PHASES=${PHASES:-"probe train score"}; N=${N:-256}; WORKERS=${WORKERS:-14}
 BATCH=${BATCH:-512}; PY=${PY:-python3}; CK=${CK:-checkpoints/expert3}; MID=${MID:-0}; MID_T=${MID_T:-200}
+MID_INIT=${MID_INIT:-data/models/tiny/ddpm_low_noise.safetensors}   # where the middle expert starts (History 28: the CPU's)
 VARIANTS=${VARIANTS:-"none: bf16: bf16:--compile"}   # autocast:extra-flags; the first that runs fastest trains
 mkdir -p "$OUT" "$CK"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
@@ -71,7 +74,7 @@ rm -rf "$CK/lowt3" "$CK/mid" "$CK/lowt3_ema.safetensors" "$CK/mid_ema.safetensor
 if [ "$MID" = 1 ]; then
     half=(--workers $(( (WORKERS + 1) / 2 )))   # the two runs share the CPU workers
     $PY -m saliency_lib.train ddpm --out "$CK/mid" --seed 92 --t-min "$MID_T" --autocast "$amp" $extra \
-        --fit-minutes "$FIT" --checkpoint-minutes 2 "${common[@]}" "${half[@]}" > "$CK/mid.log" 2>&1 &
+        --fit-minutes "$FIT" --checkpoint-minutes 2 "${common[@]}" "${half[@]}" --init "$MID_INIT" > "$CK/mid.log" 2>&1 &
     mid_pid=$!
 else
     half=()
