@@ -1,6 +1,7 @@
 """Judge per-class accuracy of samples from Gaussian noise, for several DDPM weight files and samplers.
 
     python scripts/compare_ddpms.py checkpoints/gpu_ddpm/nrb1_ema.safetensors checkpoints/gpu_ddpm/nrb2_ema.safetensors
+    (those two files are in git at d91abff, no longer in the working tree: see the model card's Reproduce block)
     python scripts/compare_ddpms.py --weights 0,2,4 --device cuda --json runs/compare.json a.safetensors b.safetensors
     python scripts/compare_ddpms.py --samplers ddim:50,ddpm:250 --weights 4 a.safetensors   # both quality-bar samplers
 
