@@ -15,14 +15,15 @@
 # MID_T 200; the two share the GPU and the workers), and the scores add the chain: the base DDPM for t >= 500, mid
 # for [MID_T, 500), lowt3 below MID_T (DDIM-50).
 # Writes to $OUT: lowt3_ema.safetensors (and mid_ema.safetensors), variants.log, train_<run>.log, and the score
-# JSONs; $CK keeps the checkpoints and
+# JSONs (PHASES=resume: lowt3b_ema.safetensors, midb_ema.safetensors, train_<run>b.log); $CK keeps the checkpoints and
 # the exported expert between calls. PHASES picks the steps, so that a run fits the device tool's 10 minutes per
 # command (and its 15 per session, machine start included): first PHASES="probe train" FIT=5.5 (estimated
 # 8.5 minutes from History 16's start-up and scoring times; not yet timed), then, on the still-warm machine,
 # PHASES=score (estimated 3).
 # Usage: PHASES="probe train" FIT=5.5 bash scripts/train_expert_fast_gpu.sh
 #        (History 28, the run made: MID=1 MID_T=100 MID_INIT=checkpoints/mid_expert_bf16/model.safetensors
-#         VARIANTS="none: bf16:" PHASES="probe train" FIT=6.25, scored on the CPU afterwards)
+#         VARIANTS="none: bf16:" PHASES="probe train" FIT=6.25 (467 s), then with the same variables PHASES=resume
+#         (RESUME_STEPS 7000, RESUME_MINUTES 3.3; 214 s) on the warm machine, scored on the CPU afterwards)
 #        PHASES=score bash scripts/train_expert_fast_gpu.sh
 #        (History 18's recommendation: MID=1 FIT=5 for the first call, whose extra score then fits the second)
 #        Through the device tool leave OUT unset: the script then writes to the tool's $OUT, whose files (at most 8
@@ -32,6 +33,7 @@ set -uo pipefail
 OUT=${OUT:-runs/expert3}; DEVICE=${DEVICE:-cuda}; FIT=${FIT:-5.5}; PHASES=${PHASES:-"probe train score"}; N=${N:-256}; WORKERS=${WORKERS:-14}
 BATCH=${BATCH:-512}; PY=${PY:-python3}; CK=${CK:-checkpoints/expert3}; MID=${MID:-0}; MID_T=${MID_T:-200}
 MID_INIT=${MID_INIT:-data/models/tiny/ddpm_low_noise.safetensors}   # where the middle expert starts (History 28: the CPU's)
+RESUME_STEPS=${RESUME_STEPS:-7000}; RESUME_MINUTES=${RESUME_MINUTES:-3.3}   # PHASES=resume: the extended plan and the clock
 VARIANTS=${VARIANTS:-"none: bf16: bf16:--compile"}   # autocast:extra-flags; the first that runs fastest trains
 mkdir -p "$OUT" "$CK"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
@@ -89,6 +91,33 @@ for run in "${runs[@]}"; do
     cp "$CK/${run}_ema.safetensors" "$OUT/"
     tr '\r' '\n' < "$CK/$run.log" | grep -v '^\s*$' | tail -n 40 > "$OUT/train_$run.log"
     tail -n 3 "$OUT/train_$run.log"
+done
+fi
+
+if has resume; then
+# 2b. on a still-warm machine (History 28): both runs resumed with their plan extended to $RESUME_STEPS steps and stopped
+#     on a $RESUME_MINUTES-minute clock (History 16's way of spending the minutes left), exported as <run>b_ema.safetensors
+best=$(cat "$VARIANT_FILE" 2>/dev/null || echo "none:")
+amp=${best%%:*}; extra=${best#*:}
+[ -f "$CK/lowt3/last.safetensors" ] || { echo "no $CK/lowt3/last.safetensors: run the train phase first (same machine)"; exit 1; }
+runs=(lowt3:91:0); [ "$MID" = 1 ] && runs+=(mid:92:"$MID_T")
+[ "$MID" = 1 ] && half=(--workers $(( (WORKERS + 1) / 2 ))) || half=()
+pids=()
+for r in "${runs[@]}"; do
+    IFS=: read -r run seed tmin <<< "$r"
+    init=$EXPERT; [ "$run" = mid ] && init=$MID_INIT   # recorded in the checkpoint; --resume checks only the schedule
+    $PY -m saliency_lib.train ddpm --out "$CK/$run" --seed "$seed" --t-min "$tmin" --autocast "$amp" $extra --resume \
+        --steps "$RESUME_STEPS" --minutes "$RESUME_MINUTES" --checkpoint-minutes 1 "${common[@]}" "${half[@]}" \
+        --init "$init" > "$CK/${run}b.log" 2>&1 &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; echo "resumed run: exit $?"; done
+for r in "${runs[@]}"; do
+    run=${r%%:*}
+    $PY -m saliency_lib.train export --from-ckpt "$CK/$run/last.safetensors" --out "$CK/${run}b_ema.safetensors"
+    cp "$CK/${run}b_ema.safetensors" "$OUT/"
+    tr '\r' '\n' < "$CK/${run}b.log" | grep -v '^\s*$' | tail -n 8 > "$OUT/train_${run}b.log"
+    tail -n 3 "$OUT/train_${run}b.log"
 done
 fi
 
