@@ -582,6 +582,14 @@ class TimestepExperts(nn.Module):
             out[mask] = model(x[mask], t[mask], y=None if y is None else y[mask])
         return out
 
+    def bands(self, num_timesteps: int = 1000) -> list[tuple[nn.Module, int, int]]:
+        """Which UNet takes which timesteps, ``[(unet, t_lo, t_hi), ...]`` with ``t_lo <= t < t_hi``, from the base
+        (highest noise) to the expert for the lowest noise levels; a chain (``high`` itself a TimestepExperts, as
+        ``presets.low_noise_experts`` builds it) is unrolled. ``num_timesteps`` is T, the top of the base's band."""
+        above = self.high.bands(num_timesteps) if isinstance(self.high, TimestepExperts) else [(self.high, 0, num_timesteps)]
+        head, (base, _, hi) = above[:-1], above[-1]   # the previous lowest band is cut at below_t
+        return head + [(base, self.below_t, hi), (self.low, 0, self.below_t)]
+
 
 def save_unet(model: UNet, path: str, extra_metadata: Mapping[str, str] | None = None) -> None:
     from .weights import config_to_metadata, save_tensors

@@ -38,7 +38,8 @@ VARIANTS=${VARIANTS:-"none: bf16: bf16:--compile"}   # autocast:extra-flags; the
 mkdir -p "$OUT" "$CK"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
 SHIPPED=data/models/tiny/ddpm.safetensors
-EXPERT=data/models/tiny/ddpm_low_noise.safetensors
+EXPERT=data/models/tiny/ddpm_low_noise.safetensors   # since History 29 the middle expert [100, 500) (History 28's
+#  midb); History 16-28's expert for t < 500, which History 17-28 started from: git show 941e322:<this path>
 common=(--init "$EXPERT" --unet '{"null_class": true}' --t-max 500 --device "$DEVICE" --workers "$WORKERS"
         --threads 2 --batch-size "$BATCH" --lr 0.0001 --warmup 100 --label-dropout 0.15 --ema-decay 0.999)
 [ "$DEVICE" = cpu ] || common+=(--render-on-device)

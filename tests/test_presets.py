@@ -166,7 +166,7 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
     assert isinstance(p.unet, TimestepExperts) and p.unet.below_t == 400
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
     base = load_tiny()
-    plain = base.unet.high if isinstance(base.unet, TimestepExperts) else base.unet
+    plain = _chain(base.unet)[0][0]   # the base DDPM alone, without the shipped experts
     with torch.no_grad():   # the same file as both experts: the same outputs as the plain DDPM, at any t
         torch.testing.assert_close(p.unet(x, torch.tensor([5, 900]), y), plain(x, torch.tensor([5, 900]), y=y))
     # an expert trained for another diffusion process is refused
@@ -178,24 +178,41 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
         with_low_noise_expert(base, tmp_path / "v.safetensors", 500)
 
 
-def test_shipped_tiny_preset_routes_low_noise_steps_to_its_own_expert():
-    """The shipped manifest's expert (History 16) is a separately trained UNet, and the preset's DDPM hands it the
-    steps below its threshold: its outputs there differ from the base UNet's, and equal the expert's."""
+def _chain(unet):
+    """The UNets of a (possibly nested) TimestepExperts chain, from the base (highest noise) to the expert for the
+    lowest noise levels, and the below_t thresholds, from high to low."""
+    bands = unet.bands()
+    return [m for m, _, _ in bands], [lo for _, lo, _ in bands[:-1]]
+
+
+def test_shipped_tiny_preset_routes_each_noise_band_to_its_own_expert():
+    """The shipped manifest's experts (History 16; a chain of two since History 28) are separately trained UNets, and
+    the preset's DDPM hands each its own band of timesteps: [below_t of the next, below_t) to each expert, the rest
+    to the base; there its outputs equal that UNet's, and the UNets differ from each other (none is a copy)."""
     import json
 
     from saliency_lib.presets import TINY_DIR, load_tiny
     from saliency_lib.unet import TimestepExperts
 
     manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    entries = manifest["ddpm_low_noise"]
+    entries = [entries] if isinstance(entries, dict) else entries
     p = load_tiny()
     assert isinstance(p.unet, TimestepExperts)
-    assert p.unet.below_t == manifest["ddpm_low_noise"]["below_t"] == 500
+    unets, thresholds = _chain(p.unet)
+    assert thresholds == [e["below_t"] for e in entries] and len(unets) == len(entries) + 1
+    assert thresholds == [500, 100]   # the shipped chain: base >= 500, middle expert [100, 500), low expert < 100
     x, y = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 3, 8])  # 8: null
+    bounds = [1000] + thresholds + [0]   # unets[i] owns [bounds[i + 1], bounds[i])
     with torch.no_grad():
-        for t, expert in ((torch.tensor([10, 250, 499]), p.unet.low), (torch.tensor([500, 700, 999]), p.unet.high)):
-            torch.testing.assert_close(p.unet(x, t, y), expert(x, t, y=y))
-        t = torch.tensor([100, 300, 450])
-        assert (p.unet.low(x, t, y=y) - p.unet.high(x, t, y=y)).abs().max() > 1e-3   # not a copy of the base
+        for i, unet in enumerate(unets):
+            lo, hi = bounds[i + 1], bounds[i]
+            t = torch.tensor([lo, (lo + hi) // 2, hi - 1])
+            torch.testing.assert_close(p.unet(x, t, y), unet(x, t, y=y))
+        t = torch.tensor([50, 300, 450])
+        for a in range(len(unets)):
+            for b in range(a + 1, len(unets)):   # not copies of each other
+                assert (unets[a](x, t, y=y) - unets[b](x, t, y=y)).abs().max() > 1e-3
 
 
 def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(tmp_path):
@@ -209,8 +226,9 @@ def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(
     from saliency_lib.presets import TINY_DIR, load_tiny, with_low_noise_expert
     from saliency_lib.unet import TimestepExperts
 
-    p = load_tiny()
-    base, expert = p.unet.high, p.unet.low   # the shipped DDPM and its expert for t < 500
+    shipped = load_tiny()
+    base, expert = _chain(shipped.unet)[0][:2]   # the shipped base DDPM and its first expert, for t < 500
+    p = dataclasses.replace(shipped, unet=TimestepExperts(base, expert, 500))
     base_file = TINY_DIR / "ddpm.safetensors"
     stacked = with_low_noise_expert(p, base_file, 200).unet   # [0, 200): a copy of the base, [200, 500): the expert
     assert isinstance(stacked.high, TimestepExperts) and (stacked.below_t, stacked.high.below_t) == (200, 500)

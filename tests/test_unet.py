@@ -145,6 +145,9 @@ def test_timestep_experts_route_each_sample_to_its_expert():
         TimestepExperts(high, other, below_t=300)
     with pytest.raises(SaliencyNoiseError, match="below_t"):
         TimestepExperts(high, low, below_t=0)
+    assert experts.bands() == [(high, 300, 1000), (low, 0, 300)]
+    chain = TimestepExperts(experts, high, below_t=100)   # a third band below 100 (here the high UNet again)
+    assert chain.bands(500) == [(high, 300, 500), (low, 100, 300), (high, 0, 100)]
 
 
 # ----------------------------------------------------------------------------- the classifier (EncoderUNet)
