@@ -106,9 +106,9 @@ def main() -> None:
     preset = load_tiny()
     if not isinstance(preset.unet, TimestepExperts):
         p.error("the preset has no low-noise expert (preset.json's ddpm_low_noise); these probes need one")
-    if isinstance(preset.unet.high, TimestepExperts):   # History 28 ships a chain: base, middle and low expert
-        p.error("the preset has a chain of low-noise experts (History 28); these probes move the boundary of a single "
-                "expert and need the one-expert preset of History 16-27: run them at commit 941e322")
+    if isinstance(preset.unet.high, TimestepExperts):   # History 29 ships a chain: base, middle and low expert
+        p.error("the preset has a chain of low-noise experts (History 29); these probes move the boundary of a single "
+                "expert and need the one-expert preset of History 16-28: run them at commit 941e322")
     x_T, y = gaussian_class_batch(preset, a.n, a.seed)
     rows = []
     for name in names:
