@@ -166,7 +166,7 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
     assert isinstance(p.unet, TimestepExperts) and p.unet.below_t == 400
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
     base = load_tiny()
-    plain = _chain(base.unet)[0][0]   # the base DDPM alone, without the shipped experts
+    plain = base.unet.bands()[0][0]   # the base DDPM alone, without the shipped experts
     with torch.no_grad():   # the same file as both experts: the same outputs as the plain DDPM, at any t
         torch.testing.assert_close(p.unet(x, torch.tensor([5, 900]), y), plain(x, torch.tensor([5, 900]), y=y))
     # an expert trained for another diffusion process is refused
@@ -178,15 +178,8 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
         with_low_noise_expert(base, tmp_path / "v.safetensors", 500)
 
 
-def _chain(unet):
-    """The UNets of a (possibly nested) TimestepExperts chain, from the base (highest noise) to the expert for the
-    lowest noise levels, and the below_t thresholds, from high to low."""
-    bands = unet.bands()
-    return [m for m, _, _ in bands], [lo for _, lo, _ in bands[:-1]]
-
-
 def test_shipped_tiny_preset_routes_each_noise_band_to_its_own_expert():
-    """The shipped manifest's experts (History 16; a chain of two since History 28) are separately trained UNets, and
+    """The shipped manifest's experts (History 16; a chain of two since History 29) are separately trained UNets, and
     the preset's DDPM hands each its own band of timesteps: [below_t of the next, below_t) to each expert, the rest
     to the base; there its outputs equal that UNet's, and the UNets differ from each other (none is a copy)."""
     import json
@@ -199,14 +192,14 @@ def test_shipped_tiny_preset_routes_each_noise_band_to_its_own_expert():
     entries = [entries] if isinstance(entries, dict) else entries
     p = load_tiny()
     assert isinstance(p.unet, TimestepExperts)
-    unets, thresholds = _chain(p.unet)
-    assert thresholds == [e["below_t"] for e in entries] and len(unets) == len(entries) + 1
+    bands = p.unet.bands()   # (unet, t_lo, t_hi) from the base to the lowest-noise expert
+    thresholds = [lo for _, lo, _ in bands[:-1]]
+    assert thresholds == [e["below_t"] for e in entries] and len(bands) == len(entries) + 1
     assert thresholds == [500, 100]   # the shipped chain: base >= 500, middle expert [100, 500), low expert < 100
     x, y = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 3, 8])  # 8: null
-    bounds = [1000] + thresholds + [0]   # unets[i] owns [bounds[i + 1], bounds[i])
+    unets = [unet for unet, _, _ in bands]
     with torch.no_grad():
-        for i, unet in enumerate(unets):
-            lo, hi = bounds[i + 1], bounds[i]
+        for unet, lo, hi in bands:
             t = torch.tensor([lo, (lo + hi) // 2, hi - 1])
             torch.testing.assert_close(p.unet(x, t, y), unet(x, t, y=y))
         t = torch.tensor([50, 300, 450])
@@ -227,7 +220,7 @@ def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(
     from saliency_lib.unet import TimestepExperts
 
     shipped = load_tiny()
-    base, expert = _chain(shipped.unet)[0][:2]   # the shipped base DDPM and its first expert, for t < 500
+    (base, _, _), (expert, _, _) = shipped.unet.bands()[:2]   # the shipped base DDPM and its first expert, t < 500
     p = dataclasses.replace(shipped, unet=TimestepExperts(base, expert, 500))
     base_file = TINY_DIR / "ddpm.safetensors"
     stacked = with_low_noise_expert(p, base_file, 200).unet   # [0, 200): a copy of the base, [200, 500): the expert
