@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,42 @@ def per_class_accuracy(probs: torch.Tensor, target: torch.Tensor, num_classes: i
     pred = probs.argmax(1)
     accs = [(pred[target == c] == c).float().mean().item() for c in range(num_classes) if (target == c).any()]
     return float(np.mean(accs))
+
+
+@dataclass
+class PairedClassDifference:
+    """Two samplers or models judged on the same x_T batch and targets (:func:`paired_class_difference`)."""
+    accuracy_a: float      # per-class accuracy of arm A (mean over classes of the within-class accuracy)
+    accuracy_b: float      # the same for arm B
+    difference: float      # accuracy_a - accuracy_b
+    standard_error: float  # of the difference, paired per sample and stratified by class
+    only_a: int            # samples A draws as the target class and B does not
+    only_b: int            # samples B draws as the target class and A does not
+    sign_test_p: float     # two-sided exact sign test on the discordant pairs (McNemar's exact test)
+
+
+def paired_class_difference(target: Sequence[int], predicted_a: Sequence[int], predicted_b: Sequence[int]
+                            ) -> PairedClassDifference:
+    """Compare two arms scored on the same samples' targets ``[N]`` (class indices), from the judge's classes
+    ``predicted_a`` and ``predicted_b`` ``[N]``. Pairing removes the variance the two arms share through their common
+    x_T: per class c the difference of within-class accuracies is the mean of d_i = [a_i = y_i] - [b_i = y_i] over
+    that class's n_c samples, and the per-class accuracy difference (1/K) sum_c mean_c(d) has the standard error
+    sqrt(sum_c var_c(d) / n_c) / K (var_c: the sample variance within class c; 0 for a class of one sample)."""
+    y, a, b = (np.asarray(v, dtype=np.int64) for v in (target, predicted_a, predicted_b))
+    if y.ndim != 1 or y.size == 0 or a.shape != y.shape or b.shape != y.shape:
+        raise SaliencyNoiseError(f"paired_class_difference expects three non-empty [N] class lists of one length, got "
+                                 f"shapes {y.shape}, {a.shape}, {b.shape}")
+    ra, rb = (a == y).astype(np.float64), (b == y).astype(np.float64)
+    classes = np.unique(y)
+    acc_a = float(np.mean([ra[y == c].mean() for c in classes]))
+    acc_b = float(np.mean([rb[y == c].mean() for c in classes]))
+    var = sum((ra - rb)[y == c].var(ddof=1) / (y == c).sum() if (y == c).sum() > 1 else 0.0 for c in classes)
+    only_a, only_b = int(((ra == 1) & (rb == 0)).sum()), int(((ra == 0) & (rb == 1)).sum())
+    m = only_a + only_b   # under H0 each discordant pair favours A or B with probability 1/2
+    tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m if m else 1.0
+    return PairedClassDifference(accuracy_a=acc_a, accuracy_b=acc_b, difference=acc_a - acc_b,
+                                 standard_error=float(np.sqrt(var)) / len(classes), only_a=only_a, only_b=only_b,
+                                 sign_test_p=min(1.0, 2 * tail))
 
 
 def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,27 +24,11 @@ import torch
 from torch import nn
 
 from saliency_lib.diffusion import GaussianDiffusion
+from saliency_lib.machine import cpu_description
 from saliency_lib.train import (AUTOCAST_DTYPES, TINY_DIFFUSION, TINY_UNET, TrainConfig, ddpm_loss_fn,
                                 ddpm_step_inputs, train_step)
 from saliency_lib.unet import UNet
 from saliency_lib.weights import atomic_write_bytes
-
-
-def cpu_description() -> dict:
-    """The CPU's model name and whether it has AVX512-BF16 / AMX-BF16 (Linux; empty elsewhere)."""
-    info = {"machine": platform.machine(), "model_name": "", "avx512_bf16": False, "amx_bf16": False}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        if line.startswith("model name") and not info["model_name"]:
-            info["model_name"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            info["avx512_bf16"] = "avx512_bf16" in flags
-            info["amx_bf16"] = "amx_bf16" in flags
-    return info
 
 
 def time_steps(model: nn.Module, inputs: dict[str, torch.Tensor], loss_fn, autocast: str, steps: int,

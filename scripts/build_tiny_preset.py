@@ -3,12 +3,14 @@
     python scripts/build_tiny_preset.py --ddpm checkpoints/gpu_ft/ft2_ema.safetensors --ig-classifier untrained:123 \
         --judge-classifier checkpoints/judge_classifier/model.safetensors \
         --judge-segmenter checkpoints/segmenter/model.safetensors \
-        --guidance-weight 4 --noisy-classifier checkpoints/noisy_classifier/model.safetensors --classifier-scale 5 \
-        --low-noise-expert lowt2_ema.safetensors --expert-below-t 500
+        --guidance-weight 2 --noisy-classifier checkpoints/noisy_classifier/model.safetensors --classifier-scale 5 \
+        --low-noise-expert checkpoints/expert3_gpu/midb_ema.safetensors --expert-below-t 500 \
+        --low-noise-expert checkpoints/expert3_gpu/lowt3b_ema.safetensors --expert-below-t 100
 
-builds the shipped preset (``--note`` records why this IG classifier: preset.json's ``note``). ``--low-noise-expert``
-adds a DDPM for the low noise levels (the manifest's ``ddpm_low_noise``; shipped since History 16, where
-``scripts/train_experts_gpu.sh`` trained it); repeated, with decreasing ``--expert-below-t``, a chain of experts
+builds the shipped preset of History 29 (the model card's Reproduce block gives the exact command; ``--note``
+records why this IG classifier: preset.json's ``note``). ``--low-noise-expert`` adds a DDPM for the low noise
+levels (the manifest's ``ddpm_low_noise``; shipped since History 16, where ``scripts/train_experts_gpu.sh`` trained
+it); repeated, with decreasing ``--expert-below-t``, a chain of experts
 (a list in the manifest). Weights files in ``--out`` that the new preset.json does not name are
 removed.
 ``--ig-classifier untrained:SEED`` ships a randomly initialised small ResNet (seeded).

@@ -22,22 +22,12 @@ from pathlib import Path
 import torch
 
 from saliency_lib.inversion import cached_invert_gradients
+from saliency_lib.machine import cpu_description
 from saliency_lib.pipeline import guides_for
 from saliency_lib.presets import REPO_ROOT, load_tiny
 from saliency_lib.weights import atomic_write_bytes
 
 SNAPSHOTS = (0, 100, 300, 1000)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else ``"unknown"``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main() -> None:
@@ -72,7 +62,7 @@ def main() -> None:
     def mean_abs_diff(other) -> dict[str, float]:
         return {str(k): float((first.snapshots[k] - other.snapshots[k]).abs().mean()) for k in SNAPSHOTS}
 
-    out = {"cpu_model": cpu_model(), "torch": torch.__version__, "n_guides": a.n_guides, "shipped_cache_hit": was_cached,
+    out = {"cpu_model": cpu_description()["model_name"] or "unknown", "torch": torch.__version__, "n_guides": a.n_guides, "shipped_cache_hit": was_cached,
            "snapshot_mean_abs": {str(k): float(first.snapshots[k].abs().mean()) for k in SNAPSHOTS},
            "mean_abs_diff": {f"against {name}": mean_abs_diff(r) for name, r in runs.items() if r is not first}
            | {"against the shipped cache": mean_abs_diff(shipped)}}

@@ -12,10 +12,10 @@ saturated images, and the strength control keeps them natural. This measures it.
   as the samples (``data.colour_shift``, chroma x3) and with added pixel noise (sigma 0.1): how much colour and
   texture move this distance;
 - *from Gaussian noise*: the Quality rows' batch (``evaluate.gaussian_class_batch``, seed 0, class-balanced),
-  DDIM-50 unguided (w = 0, s = 0) and with the preset's guidance (w = 4, s = 5);
+  DDIM-50 unguided (w = 0, s = 0) and with the preset's guidance (w = 4, s = 5 when History 26 ran it; w = 2, s = 5 since History 29);
 - *the phenomenon rows*: the Quality section's 32 held-out guides x 8 target classes (``evaluate.
   quality_layout_noises``; the IG noise cached under ``--cache``), DDIM-50 with the preset's guidance, from
-  Gaussian noise, from IG k = 1,000 at strength 0.3, from the paper's recipe (strength 1), and from the IG
+  Gaussian noise, from IG k = 1,000 (--ig-steps) at strength 0.3, from the paper's recipe (strength 1), and from the IG
   snapshot's Fourier phases on the Gaussian row's amplitudes (``noise.phase_transplant``: white noise's energy at
   every frequency, the crafted layout in the phases); with their layout IoU (the Quality section's measure).
 
@@ -59,7 +59,7 @@ LAYOUT = "layout guides: "   # the phenomenon rows' names start so
 PHASES = "phases on Gaussian amplitudes"   # ... and the phase transplant's ends so
 
 
-def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
+def generated_conditions(preset, n: int, n_guides: int, ig_steps: int, cache_dir: Path | None
                          ) -> tuple[dict[str, Callable], data.ShapeBatch]:
     """Name -> a function that samples that row: (images ``[N, 3, S, S]`` in [-1, 1], seconds, requested classes
     ``[N]``), and the held-out guides of the phenomenon rows (their images, in guide-major order, are the rows
@@ -68,9 +68,11 @@ def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
     rows: dict[str, Callable] = {
         "gaussian, DDIM-50, unguided (w = 0, s = 0)":
             lambda: (*generate_batched(preset, x_T, y, Sampler("ddim", 50).unguided(preset), seed=0), y),
-        "gaussian, DDIM-50 (w = 4, s = 5)": lambda: (*generate_batched(preset, x_T, y, Sampler("ddim", 50), seed=0), y),
+        # the preset's default guidance (w = 4, s = 5 until History 29; w = 2, s = 5 since)
+        f"gaussian, DDIM-50 (w = {preset.guidance_weight:g}, s = {preset.classifier_scale:g})":
+            lambda: (*generate_batched(preset, x_T, y, Sampler("ddim", 50), seed=0), y),
     }
-    args = QualityArgs(n_guides=n_guides)
+    args = QualityArgs(n_guides=n_guides, ig_steps=ig_steps)
     guides, noises = quality_layout_noises(preset, args, cache_dir)
     k = len(preset.class_names)
     y_layout = torch.arange(k).repeat(n_guides)
@@ -89,16 +91,18 @@ def generated_conditions(preset, n: int, n_guides: int, cache_dir: Path | None
     return rows, guides
 
 
-def load_or_generate(preset, n: int, n_guides: int, cache_dir: Path | None, samples_cache: Path | None):
+def load_or_generate(preset, n: int, n_guides: int, ig_steps: int, cache_dir: Path | None,
+                     samples_cache: Path | None):
     """Every generated row as name -> (images, y, seconds), sampling only the rows ``samples_cache`` lacks (and
     rewriting it, atomically, when it sampled any); plus the phenomenon rows' guides."""
-    builders, guides = generated_conditions(preset, n, n_guides, cache_dir)
+    builders, guides = generated_conditions(preset, n, n_guides, ig_steps, cache_dir)
     cached: dict = {}
     if samples_cache is not None and samples_cache.exists():
         tensors, meta = load_tensors(samples_cache)
-        if (meta.get("n"), meta.get("n_guides")) != (str(n), str(n_guides)):
-            raise SaliencyNoiseError(f"--samples-cache {samples_cache} holds n={meta.get('n')}, n_guides="
-                                     f"{meta.get('n_guides')}; asked for n={n}, n_guides={n_guides}")
+        held = (meta.get("n"), meta.get("n_guides"), meta.get("ig_steps", "1000"))   # caches before History 30: k = 1000
+        if held != (str(n), str(n_guides), str(ig_steps)):
+            raise SaliencyNoiseError(f"--samples-cache {samples_cache} holds n={held[0]}, n_guides={held[1]}, "
+                                     f"ig_steps={held[2]}; asked for n={n}, n_guides={n_guides}, ig_steps={ig_steps}")
         seconds = json.loads(meta["seconds"])
         cached = {name: (tensors[f"images/{name}"], tensors[f"y/{name}"], seconds[name]) for name in seconds}
     out, sampled = {}, False
@@ -113,7 +117,7 @@ def load_or_generate(preset, n: int, n_guides: int, cache_dir: Path | None, samp
         tensors = {}
         for name, (images, y, _) in cached.items():
             tensors[f"images/{name}"], tensors[f"y/{name}"] = images, y.clone()
-        save_tensors(samples_cache, tensors, {"n": str(n), "n_guides": str(n_guides),
+        save_tensors(samples_cache, tensors, {"n": str(n), "n_guides": str(n_guides), "ig_steps": str(ig_steps),
                                               "seconds": json.dumps({k: v[2] for k, v in cached.items()})})
     return out, guides
 
@@ -123,6 +127,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=256, help="images per condition from Gaussian noise and of the val split")
     p.add_argument("--n-guides", type=int, default=32, help="guides of the phenomenon rows (x 8 target classes)")
     p.add_argument("--n-reference", type=int, default=2048, help="real test images of the reference set")
+    p.add_argument("--ig-steps", type=int, default=1000, help="IG snapshot k of the phenomenon rows (the Quality section's)")
     p.add_argument("--subset-size", type=int, default=128)
     p.add_argument("--subsets", type=int, default=100)
     p.add_argument("--cache", type=Path, default=None, help="IG cache folder (as for evaluate quality)")
@@ -145,7 +150,7 @@ def main() -> None:
     conditions = {"real (val split)": (val.images, val.labels, 0.0),
                   "real, recoloured (chroma x3)": (data.colour_shift(val.images, 3.0, 1.0), val.labels, 0.0),
                   "real + pixel noise (sigma 0.1)": (noisy, val.labels, 0.0)}
-    generated, guides = load_or_generate(preset, a.n, a.n_guides, a.cache, a.samples_cache)
+    generated, guides = load_or_generate(preset, a.n, a.n_guides, a.ig_steps, a.cache, a.samples_cache)
     conditions |= generated
     guide_masks = guides.masks.repeat_interleave(k, 0)      # the phenomenon rows are guide-major
 
@@ -174,7 +179,7 @@ def main() -> None:
         print(f"layout IoU, phases minus {name}: {lo_hi[0]:.3f} [{lo_hi[1]:.3f}, {lo_hi[2]:.3f}], better on "
               f"{d['guides_better']} of {a.n_guides} guides")
     out = {"paired_layout_iou": {"row": phase, "against": paired}, "n_reference": a.n_reference,
-           "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n, "n_guides": a.n_guides,
+           "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n, "n_guides": a.n_guides, "ig_steps": a.ig_steps,
            "feature_space": "kid: judge classifier PlainCNN.embed (128-d); kid_colour: "
            "evaluate.colour_features (per-channel mean and std, 6-d); both standardized by the reference",
            "reference": "test split, first n_reference", "rows": rows, "seconds": time.time() - t0}

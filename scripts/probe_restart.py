@@ -8,7 +8,8 @@ requested class?
 A probe ``A-BxK`` samples with ``Restart(t_min=A, t_max=B, repeats=K)``: when the reverse process reaches t = A it
 jumps forward to t = B with q(x_B | x_A) and runs the same sampler's steps back down to A, K times, then goes on
 (``diffusion.GaussianDiffusion.restart_plan``). ``none`` is the sampler itself. Every probe uses the preset's
-default guidance (classifier-free w = 4, classifier guidance s = 5, the low-noise expert below t = 500) and the
+default guidance (History 22 ran it with classifier-free w = 4, classifier guidance s = 5 and the low-noise expert
+below t = 500; since History 29: w = 2, s = 5, a chain of experts) and the
 seeded Gaussian x_T batch with class-balanced targets of `sweep_guidance.py` (``--seed``; sampler seeds ``seed +
 batch index``), so ``none`` with seed 1 reproduces `default_ddim50_seed1.json`. Prints and writes (after every probe,
 atomically) the judge's per-class accuracy, per class, the number of reverse steps (UNet evaluations of the guided

@@ -7,7 +7,8 @@ often the tiny DDPM draws the requested class?
 
 Every probe samples the same seeded Gaussian x_T batch with class-balanced targets as `sweep_guidance.py` (seed 0,
 batches of 64 seeded 0, 1, ...), so the `default` row reproduces its w = 4, s = 5 figure. The probes, each on top
-of the preset's default guidance (classifier-free w = 4, classifier guidance s = 5) unless it says otherwise:
+of the preset's default guidance (classifier-free w = 4, classifier guidance s = 5 when History 14 ran them; w = 2
+since History 29) unless it says otherwise:
 
 - ``interval``: classifier-free guidance only for t < 700, with w = 6, and none above (Kynkaanniemi et al. 2024,
   "Applying guidance in a limited interval"): guidance at the highest noise levels mostly saturates colours.

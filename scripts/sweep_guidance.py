@@ -11,7 +11,9 @@ One seeded x_T batch with class-balanced targets, the same for every (w, s) (eps
 then minus s sqrt(1 - abar_t) grad log p(y | x_t, t); guidance.py). Prints the judge's per-class accuracy on the
 conditioning class, its confusion matrix, the judge segmenter's mean object area (a check that guidance does not
 simply erase or inflate objects; also over the misread samples, and how many of those hold almost no object), and
-the time per image (on --device); saves a grid per (w, s) under --grids, one row of 16 samples per class.
+the time per image (on --device); saves a grid per (w, s) under --grids, one row of 16 samples per class. The JSON
+keeps the targets and, per row, the judge's class of every sample, so that two runs on the same batch (seed and n)
+compare paired: ``scripts/paired_difference.py``.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def main() -> None:
                      "object_area_fraction": areas.mean().item(), "seconds_per_image": dt,
                      "confusion": confusion.tolist(),   # row: conditioning class, column: the judge's class
                      "object_area_fraction_wrong": areas[wrong].mean().item() if wrong.any() else None,
-                     "wrong_without_object": empty.float().mean().item() if wrong.any() else None})
+                     "wrong_without_object": empty.float().mean().item() if wrong.any() else None,
+                     "judge_class": judged.predicted.tolist()})   # per sample, for paired comparisons
         print(f"{sampler.label}: judge per-class accuracy {acc:.3f}, object area {areas.mean():.3f} ({a.n} samples), "
               f"{dt * 1000:.0f} ms/image", flush=True)
         print("  confusion (rows: conditioning class, columns: judge):", *preset.class_names, sep=" ")
@@ -115,7 +118,7 @@ def main() -> None:
         atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(e) for e in a.low_noise_expert],
                                                "expert_below_t": below_ts, "symmetry": a.symmetry, "noisy_classifier": [str(c) for c in a.noisy_classifier] or None,
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed, "device": a.device,
-                                               "rows": rows}, indent=1).encode())
+                                               "target": y.tolist(), "rows": rows}, indent=1).encode())
 
 
 if __name__ == "__main__":

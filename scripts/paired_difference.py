@@ -1,0 +1,67 @@
+"""Paired comparison of two ``sweep_guidance.py`` runs on the same x_T batch (same --seed and --n).
+
+    python scripts/paired_difference.py candidate.json preset.json            # first row of each
+    python scripts/paired_difference.py sweep.json sweep.json --row-a 1 --row-b 0 --json diff.json
+
+Both runs drew the same x_T and targets, so each sample is scored twice; the difference of the per-class accuracies
+has a much smaller standard error than that of two independent batches (evaluate.paired_class_difference: stratified
+by class, with the counts of samples only one arm draws correctly and the exact sign test on them). Needs the
+per-sample classes that ``sweep_guidance.py`` stores since History 30 (``target`` and each row's ``judge_class``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.evaluate import paired_class_difference
+from saliency_lib.weights import atomic_write_bytes
+
+
+def load_arm(path: Path, row: int) -> tuple[dict, dict]:
+    """The run's JSON and its row ``row``; clear errors for runs that cannot be paired."""
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SaliencyNoiseError(f"{path}: cannot read a sweep_guidance.py JSON ({err})") from err
+    rows = run.get("rows", [])
+    if not -len(rows) <= row < len(rows):
+        raise SaliencyNoiseError(f"{path}: no row {row}; it has {len(rows)}")
+    if "target" not in run or "judge_class" not in rows[row]:
+        raise SaliencyNoiseError(f"{path}: no per-sample classes (target, judge_class): it was written before "
+                                 "History 30; re-run sweep_guidance.py with the same arguments")
+    return run, rows[row]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", type=Path, help="sweep_guidance.py JSON of arm A (the candidate)")
+    p.add_argument("b", type=Path, help="sweep_guidance.py JSON of arm B (the reference)")
+    p.add_argument("--row-a", type=int, default=0, help="which (w, s) row of A (index into its rows)")
+    p.add_argument("--row-b", type=int, default=0, help="which row of B")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    try:
+        (run_a, row_a), (run_b, row_b) = load_arm(a.a, a.row_a), load_arm(a.b, a.row_b)
+        if (run_a["seed"], run_a["n"]) != (run_b["seed"], run_b["n"]) or run_a["target"] != run_b["target"]:
+            raise SaliencyNoiseError(f"the runs drew different batches (seed, n: {run_a['seed']}, {run_a['n']} against "
+                                     f"{run_b['seed']}, {run_b['n']}): only runs on the same batch pair")
+        diff = paired_class_difference(run_a["target"], row_a["judge_class"], row_b["judge_class"])
+    except SaliencyNoiseError as err:
+        p.error(str(err))
+    for name, run, row in (("A", run_a, row_a), ("B", run_b, row_b)):
+        print(f"{name}: {run['sampler']}, w = {row['weight']:g}, s = {row['classifier_scale']:g}, seed {run['seed']}, "
+              f"n = {run['n']}, experts {run.get('low_noise_expert')} below {run.get('expert_below_t')}")
+    print(f"per-class accuracy A {diff.accuracy_a:.3f}, B {diff.accuracy_b:.3f}; A - B = {diff.difference:+.3f} "
+          f"(paired standard error {diff.standard_error:.3f}); only A right: {diff.only_a}, only B right: "
+          f"{diff.only_b} (exact sign test p = {diff.sign_test_p:.3f})")
+    if a.json:
+        atomic_write_bytes(a.json, json.dumps({"a": str(a.a), "row_a": a.row_a, "b": str(a.b), "row_b": a.row_b,
+                                               **dataclasses.asdict(diff)}, indent=1).encode())
+
+
+if __name__ == "__main__":
+    main()
