@@ -130,6 +130,7 @@ class PairedClassDifference:
     accuracy_b: float      # the same for arm B
     difference: float      # accuracy_a - accuracy_b
     standard_error: float  # of the difference, paired per sample and stratified by class
+    unpaired_standard_error: float  # what it would be for two independent batches of the same size and accuracies
     only_a: int            # samples A draws as the target class and B does not
     only_b: int            # samples B draws as the target class and A does not
     sign_test_p: float     # two-sided exact sign test on the discordant pairs (McNemar's exact test)
@@ -141,7 +142,8 @@ def paired_class_difference(target: Sequence[int], predicted_a: Sequence[int], p
     ``predicted_a`` and ``predicted_b`` ``[N]``. Pairing removes the variance the two arms share through their common
     x_T: per class c the difference of within-class accuracies is the mean of d_i = [a_i = y_i] - [b_i = y_i] over
     that class's n_c samples, and the per-class accuracy difference (1/K) sum_c mean_c(d) has the standard error
-    sqrt(sum_c var_c(d) / n_c) / K (var_c: the sample variance within class c; 0 for a class of one sample)."""
+    sqrt(sum_c var_c(d) / n_c) / K (var_c: the sample variance within class c; 0 for a class of one sample). For
+    comparison, the same formula for two independent batches: var_c(d) replaced by var_c(a) + var_c(b)."""
     y, a, b = (np.asarray(v, dtype=np.int64) for v in (target, predicted_a, predicted_b))
     if y.ndim != 1 or y.size == 0 or a.shape != y.shape or b.shape != y.shape:
         raise SaliencyNoiseError(f"paired_class_difference expects three non-empty [N] class lists of one length, got "
@@ -150,13 +152,18 @@ def paired_class_difference(target: Sequence[int], predicted_a: Sequence[int], p
     classes = np.unique(y)
     acc_a = float(np.mean([ra[y == c].mean() for c in classes]))
     acc_b = float(np.mean([rb[y == c].mean() for c in classes]))
-    var = sum((ra - rb)[y == c].var(ddof=1) / (y == c).sum() if (y == c).sum() > 1 else 0.0 for c in classes)
+
+    def stratified_se(v: np.ndarray) -> float:   # of the per-class mean of v: sqrt(sum_c var_c(v) / n_c) / K
+        return float(np.sqrt(sum(v[y == c].var(ddof=1) / (y == c).sum() for c in classes if (y == c).sum() > 1))
+                     ) / len(classes)
+
     only_a, only_b = int(((ra == 1) & (rb == 0)).sum()), int(((ra == 0) & (rb == 1)).sum())
     m = only_a + only_b   # under H0 each discordant pair favours A or B with probability 1/2
     tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m if m else 1.0
     return PairedClassDifference(accuracy_a=acc_a, accuracy_b=acc_b, difference=acc_a - acc_b,
-                                 standard_error=float(np.sqrt(var)) / len(classes), only_a=only_a, only_b=only_b,
-                                 sign_test_p=min(1.0, 2 * tail))
+                                 standard_error=stratified_se(ra - rb),
+                                 unpaired_standard_error=float(np.hypot(stratified_se(ra), stratified_se(rb))),
+                                 only_a=only_a, only_b=only_b, sign_test_p=min(1.0, 2 * tail))
 
 
 def confusion_matrix(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -56,7 +56,8 @@ def main() -> None:
         print(f"{name}: {run['sampler']}, w = {row['weight']:g}, s = {row['classifier_scale']:g}, seed {run['seed']}, "
               f"n = {run['n']}, experts {run.get('low_noise_expert')} below {run.get('expert_below_t')}")
     print(f"per-class accuracy A {diff.accuracy_a:.3f}, B {diff.accuracy_b:.3f}; A - B = {diff.difference:+.3f} "
-          f"(paired standard error {diff.standard_error:.3f}); only A right: {diff.only_a}, only B right: "
+          f"(paired standard error {diff.standard_error:.3f}; {diff.unpaired_standard_error:.3f} for independent "
+          f"batches); only A right: {diff.only_a}, only B right: "
           f"{diff.only_b} (exact sign test p = {diff.sign_test_p:.3f})")
     if a.json:
         atomic_write_bytes(a.json, json.dumps({"a": str(a.a), "row_a": a.row_a, "b": str(a.b), "row_b": a.row_b,

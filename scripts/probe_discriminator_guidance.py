@@ -7,9 +7,9 @@
    file it was trained on, which it never saw) against as many test-split images, both noised with one seeded eps at
    each t; accuracy of the sign of the class-y logit log(d / (1 - d)), and the mean logit of each side.
 2. Sampling: the Quality rows' batch (``gaussian_class_batch(preset, n, seed)``, ``generate_batched`` with the
-   guided model), the preset's default guidance (History 20 ran it with w = 4, s = 5 and one low-noise expert; the preset
-   samples with w = 2 and a chain of experts since History 29), and discriminator
-   guidance at each scale (``guidance.DiscriminatorGuidedModel``; scale 0 reproduces the Quality rows exactly).
+   guided model), the preset's default guidance (History 20 ran it with w = 4, s = 5 and one low-noise expert; the
+   preset samples with w = 2 and a chain of experts since History 29), and discriminator guidance at each scale
+   (``guidance.DiscriminatorGuidedModel``; scale 0 reproduces the Quality rows exactly).
    Prints the judge's per-class accuracy, per class, and how many misread samples hold almost no object.
 """
 

@@ -5,8 +5,8 @@ the tiny DDPM draws the requested class?
     python scripts/probe_expert_sampling.py --n 128 --json data/models/tiny/expert_sampling_probes.json
 
 Every probe samples DDIM-50 (eta 0) from the seeded Gaussian x_T batch with class-balanced targets that
-`sweep_guidance.py` uses (seed 0, batches of 64), with the preset's default guidance of History 17-28 (classifier-free w = 4,
-classifier guidance s = 5), so ``default`` reproduces `guidance_sweep_expert.json`'s w = 4, s = 5 figure. Probes:
+`sweep_guidance.py` uses (seed 0, batches of 64), with the preset's default guidance of History 17-28
+(classifier-free w = 4, classifier guidance s = 5), so ``default`` reproduces `guidance_sweep_expert.json`'s w = 4, s = 5 figure. Probes:
 
 - ``below400`` / ``below600``: the expert takes t < 400 or t < 600 instead of t < 500 (it was trained on t < 500
   only, from the base model's weights).

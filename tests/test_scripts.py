@@ -49,10 +49,12 @@ def test_paired_class_difference_by_hand():
     assert d.accuracy_a == d.accuracy_b == 0.75 and d.difference == 0
     # per class var(d, ddof=1) = 0.5, over n_c = 2: 0.25 each; sqrt(0.5) / K
     assert d.standard_error == pytest.approx(0.5 ** 0.5 / 2)
+    # unpaired: var_c(a) = var_c(b) = 0.5 in the class where each is right once of 2, 0 in the other -> sqrt(0.5) / K
+    assert d.unpaired_standard_error == pytest.approx(0.5 ** 0.5 / 2)
     assert (d.only_a, d.only_b) == (1, 1) and d.sign_test_p == 1.0
     # A right on all 10, B on none: p = 2 / 2**10, and no variance within the class
     d = paired_class_difference([3] * 10, [3] * 10, [0] * 10)
-    assert (d.difference, d.standard_error, d.only_a, d.only_b) == (1.0, 0.0, 10, 0)
+    assert (d.difference, d.standard_error, d.unpaired_standard_error, d.only_a, d.only_b) == (1.0, 0.0, 0.0, 10, 0)
     assert d.sign_test_p == pytest.approx(2 / 1024)
     # the accuracies are per-class averages: an unbalanced batch weighs each class alike
     d = paired_class_difference([0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1])
