@@ -451,19 +451,22 @@ def quality_layout_noises(preset: Preset, args: QualityArgs, cache_dir: Path | N
 
 
 def quality_layout_rows(preset: Preset, args: QualityArgs, sampler: Sampler, cache_dir: Path | None = None,
-                        log: Callable[[str], None] = print) -> dict[str, dict]:
-    """The phenomenon rows of :func:`quality`: ``args.n_guides`` held-out guides x every target class from
-    Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe) and its mix at ``args.strength``;
-    per row the layout IoU's mean and 95% bootstrap interval over guides and the target-class accuracy."""
+                        log: Callable[[str], None] = print, start: int = 0) -> dict[str, dict]:
+    """The phenomenon rows of :func:`quality`: ``args.n_guides`` held-out guides (from guide ``start``; the Quality
+    rows use 0) x every target class from Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe)
+    and its mix at ``args.strength``; per row the layout IoU's mean and 95% bootstrap interval over guides, the
+    target-class accuracy, and each guide's IoU (mean over the target classes; for paired comparisons)."""
     k = len(preset.class_names)
-    guides, noises = quality_layout_noises(preset, args, cache_dir)
+    guides, noises = quality_layout_noises(preset, args, cache_dir, start=start)
     rows = {}
     for name, x in noises.items():
         s = layout_scores(preset, guides.masks, x, sampler, seed=args.seed)
-        mean, lo, hi = bootstrap_ci(s["iou"].mean(1).numpy())
-        rows[name] = {"mean": mean, "ci95": [lo, hi], "class_accuracy": s["correct"].mean().item()}
-        log(f"layout IoU {name}: {mean:.3f} [{lo:.3f}, {hi:.3f}] over {args.n_guides} guides x {k} classes "
-            f"({sampler.label}); target-class accuracy {rows[name]['class_accuracy']:.3f}")
+        per_guide = s["iou"].mean(1).numpy()
+        mean, lo, hi = bootstrap_ci(per_guide)
+        rows[name] = {"mean": mean, "ci95": [lo, hi], "class_accuracy": s["correct"].mean().item(),
+                      "per_guide_iou": per_guide.tolist()}
+        log(f"layout IoU {name}: {mean:.3f} [{lo:.3f}, {hi:.3f}] over guides {start}-{start + args.n_guides - 1} x "
+            f"{k} classes ({sampler.label}); target-class accuracy {rows[name]['class_accuracy']:.3f}")
     return rows
 
 

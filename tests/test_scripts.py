@@ -167,3 +167,42 @@ def test_cpu_description_reads_the_first_processor(tmp_path):
     assert (d["model_name"], d["avx512_bf16"], d["amx_bf16"]) == ("Example CPU @ 2GHz", True, False)
     missing = cpu_description(tmp_path / "absent")
     assert (missing["model_name"], missing["avx512_bf16"], missing["amx_bf16"]) == ("", False, False)
+
+
+def test_layout_under_guidance_pools_blocks_and_pairs_settings(tmp_path):
+    out = tmp_path / "layout.json"
+    run_script("layout_under_guidance.py", "--guide-starts", "40,44", "--n-guides", "2", "--ig-steps", "3",
+               "--ddim-steps", "2", "--weights", "preset,0", "--classifier-scales", "0", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert [b["guide_start"] for b in res["blocks"]] == [40, 44]
+    first, second = "DDIM-2, s_cls=0", "DDIM-2, w=0, s_cls=0"
+    assert list(res["pooled"]["settings"]) == [first, second]
+    for label in (first, second):
+        rows = res["pooled"]["settings"][label]
+        assert len(rows) == 3
+        for noise, row in rows.items():
+            per_guide = [v for b in res["blocks"] for v in b["settings"][label][noise]["per_guide_iou"]]
+            assert len(per_guide) == 4 and row["layout_iou"][0] == pytest.approx(sum(per_guide) / 4)
+            assert row["layout_iou"][1] <= row["layout_iou"][0] <= row["layout_iou"][2]
+    for noise, d in res["pooled"]["paired_against_first_setting"].items():
+        a = [v for b in res["blocks"] for v in b["settings"][first][noise]["per_guide_iou"]]
+        b_ = [v for b in res["blocks"] for v in b["settings"][second][noise]["per_guide_iou"]]
+        diff = d[second]["mean_difference_ci95"][0]
+        assert diff == pytest.approx(sum(y - x for x, y in zip(a, b_)) / 4)
+    for label in (first, second):
+        by_noise = {n: [v for b in res["blocks"] for v in b["settings"][label][n]["per_guide_iou"]]
+                    for n in res["blocks"][0]["settings"][label]}
+        crafted = res["pooled"]["paired_against_gaussian"][label]
+        assert sorted(crafted) == sorted(n for n in by_noise if n != "gaussian")
+        for n, d in crafted.items():
+            want = sum(x - g for x, g in zip(by_noise[n], by_noise["gaussian"])) / 4
+            assert d["mean_difference_ci95"][0] == pytest.approx(want)
+    assert res["preset_guidance"]["guidance_weight"] == 2
+
+
+def test_layout_under_guidance_refuses_bad_lists(capsys):
+    for bad in (["--weights", "2,x"], ["--guide-starts", "0,0"], ["--guide-starts", "-32"]):
+        with pytest.raises(SystemExit) as exit_:
+            run_script("layout_under_guidance.py", *bad)
+        assert exit_.value.code == 2
+    assert "'x' is not a number (or 'preset')" in capsys.readouterr().err
