@@ -5,12 +5,15 @@
     python scripts/compare_ddpms.py --weights 0,2,4 --device cuda --json runs/compare.json a.safetensors b.safetensors
     python scripts/compare_ddpms.py --samplers ddim:50,ddpm:250 --weights 4 a.safetensors   # both quality-bar samplers
 
-``--n`` class-balanced samples from one seeded x_T batch per model, scored by the tiny preset's judge
+``--n`` class-balanced samples from one seeded x_T batch (``--seed``; ``evaluate.gaussian_class_batch``, the
+Quality rows' batch for seed 0) per model, scored by the tiny preset's judge
 classifier, for each sampler in ``--samplers`` (``ddim:N``: deterministic DDIM with N steps; ``ddpm:N``: ancestral
 sampling with N respaced steps, its noise seeded with 0) and each classifier-free guidance weight in ``--weights``
 (weights above 0 are skipped for files without a null class), without classifier guidance: it compares the DDPMs
 alone (``scripts/sweep_guidance.py`` adds classifier guidance). Prints the time per image on the chosen device and
-saves a grid of 64 samples per model and weight under ``--grids``.
+saves a grid of 64 samples per model and weight under ``--grids``. The JSON keeps the targets and each row's
+per-sample judge classes, so that ``scripts/paired_difference.py`` pairs any two rows (of this run or of a
+``sweep_guidance.py`` run on the same batch).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from saliency_lib.evaluate import judge_probs, per_class_accuracy
+from saliency_lib.evaluate import gaussian_class_batch, judge_probs, per_class_accuracy
 from saliency_lib.pipeline import Sampler, generate
 from saliency_lib.presets import load_tiny, with_ddpm_file
 from saliency_lib.weights import atomic_write_bytes
@@ -36,6 +39,7 @@ def main() -> None:
     p.add_argument("--weights", default="0", help="guidance weights w, comma-separated")
     p.add_argument("--samplers", default="ddim:50", help="comma-separated method:steps, e.g. ddim:50,ddpm:250")
     p.add_argument("--n", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="x_T batch (evaluate.gaussian_class_batch; 0: the Quality rows')")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--grids", type=Path, default=Path("/tmp"))
@@ -46,8 +50,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     preset = load_tiny().to(a.device)
     k = len(preset.class_names)
-    y = torch.arange(k).repeat(a.n // k)
-    x_T = torch.randn(y.shape[0], 3, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(0))
+    x_T, y = gaussian_class_batch(preset, a.n, a.seed)   # the batch of the Quality rows and sweep_guidance.py
     rows = []
     for path in a.paths:
         m = with_ddpm_file(preset, path)   # its UNet and diffusion process (epsilon or v prediction)
@@ -60,17 +63,20 @@ def main() -> None:
             t = time.time()
             imgs = generate(m, x_T, y, sampler, seed=0)   # on a.device, like the judge
             dt = (time.time() - t) / y.shape[0]
-            acc = per_class_accuracy(judge_probs(preset, imgs).cpu(), y, k)
+            probs = judge_probs(preset, imgs).cpu()
+            acc = per_class_accuracy(probs, y, k)
             imgs = imgs.cpu()
             rows.append({"path": path, "parameters": params, "prediction": m.diffusion_config.prediction,
-                         "sampler": f"{sampler.method}:{sampler.steps}", "guidance": w, "judge_per_class_accuracy": acc,
-                         "seconds_per_image": dt, "device": a.device, "n": int(y.shape[0])})
+                         "sampler": f"{sampler.method}:{sampler.steps}", "weight": w, "classifier_scale": 0.0,
+                         "judge_per_class_accuracy": acc, "seconds_per_image": dt, "device": a.device,
+                         "judge_class": probs.argmax(1).tolist()})   # per sample, for scripts/paired_difference.py
             print(f"{path} ({params:,} parameters): {sampler.label}: judge per-class accuracy {acc:.3f} "
                   f"({y.shape[0]} samples), {dt * 1000:.0f} ms/image on {a.device}", flush=True)
             name = f"{Path(path).stem}_{sampler.method}{sampler.steps}_w{w:g}.png"
             torchvision.utils.save_image((imgs[:64] + 1) / 2, a.grids / name, nrow=8)
     if a.json:
-        atomic_write_bytes(a.json, json.dumps(rows, indent=1).encode())
+        atomic_write_bytes(a.json, json.dumps({"n": a.n, "seed": a.seed, "target": y.tolist(), "rows": rows},
+                                              indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ the judge classifier's 128-d features (``evaluate.judge_embeddings``: shapes and
 and the images' colour statistics (``evaluate.colour_features``: per-channel mean and std); ``evaluate.image_stats`` (mean |x|, saturated fraction); ``evaluate.background_stats`` on the judge
 segmenter's masks (how flat the background is); and the judge's per-class accuracy on the requested class (real
 rows: on the true class). The judge is an instrument here, never a guide. ``--samples-cache`` keeps the generated
-images (safetensors, written atomically) so that the measures can be recomputed without sampling again.
+images (safetensors, written atomically) so that the measures can be recomputed without sampling again; it
+records the preset's weights and guidance it was sampled with and refuses to serve another preset's samples.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from saliency_lib.evaluate import (QualityArgs, background_stats, bootstrap_ci, 
                                    gaussian_class_batch, generate_batched, image_stats, judge_embeddings, judge_masks,
                                    judge_probs, kernel_distance, mask_iou, paired_differences, per_class_accuracy,
                                    quality_layout_noises)
+from saliency_lib.inversion import model_fingerprint
 from saliency_lib.noise import phase_transplant
 from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import enlarge, grid, to_display
@@ -91,11 +93,20 @@ def generated_conditions(preset, n: int, n_guides: int, ig_steps: int, cache_dir
     return rows, guides
 
 
+def preset_sampler_key(preset) -> str:
+    """What the samples depend on besides the seeds: the weights the preset samples with (its UNets, chain of
+    experts included, and noise-aware classifier: :func:`inversion.model_fingerprint` of its default denoiser) and
+    its default guidance (w, s)."""
+    return (f"{model_fingerprint(preset.denoiser())}, w = {preset.guidance_weight:g}, "
+            f"s = {preset.classifier_scale:g}")
+
+
 def load_or_generate(preset, n: int, n_guides: int, ig_steps: int, cache_dir: Path | None,
                      samples_cache: Path | None):
     """Every generated row as name -> (images, y, seconds), sampling only the rows ``samples_cache`` lacks (and
     rewriting it, atomically, when it sampled any); plus the phenomenon rows' guides."""
     builders, guides = generated_conditions(preset, n, n_guides, ig_steps, cache_dir)
+    sampler_key = preset_sampler_key(preset)
     cached: dict = {}
     if samples_cache is not None and samples_cache.exists():
         tensors, meta = load_tensors(samples_cache)
@@ -103,6 +114,10 @@ def load_or_generate(preset, n: int, n_guides: int, ig_steps: int, cache_dir: Pa
         if held != (str(n), str(n_guides), str(ig_steps)):
             raise SaliencyNoiseError(f"--samples-cache {samples_cache} holds n={held[0]}, n_guides={held[1]}, "
                                      f"ig_steps={held[2]}; asked for n={n}, n_guides={n_guides}, ig_steps={ig_steps}")
+        if meta.get("sampler") != sampler_key:
+            raise SaliencyNoiseError(f"--samples-cache {samples_cache} was sampled by another preset or guidance "
+                                     f"({meta.get('sampler', 'not recorded: a cache from before History 31')}; this "
+                                     f"preset is {sampler_key}): delete it or name another file")
         seconds = json.loads(meta["seconds"])
         cached = {name: (tensors[f"images/{name}"], tensors[f"y/{name}"], seconds[name]) for name in seconds}
     out, sampled = {}, False
@@ -118,6 +133,7 @@ def load_or_generate(preset, n: int, n_guides: int, ig_steps: int, cache_dir: Pa
         for name, (images, y, _) in cached.items():
             tensors[f"images/{name}"], tensors[f"y/{name}"] = images, y.clone()
         save_tensors(samples_cache, tensors, {"n": str(n), "n_guides": str(n_guides), "ig_steps": str(ig_steps),
+                                              "sampler": sampler_key,
                                               "seconds": json.dumps({k: v[2] for k, v in cached.items()})})
     return out, guides
 

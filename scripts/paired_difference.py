@@ -1,4 +1,5 @@
-"""Paired comparison of two ``sweep_guidance.py`` runs on the same x_T batch (same --seed and --n).
+"""Paired comparison of two ``sweep_guidance.py`` (or ``compare_ddpms.py``) runs on the same x_T batch (same --seed
+and --n).
 
     python scripts/paired_difference.py candidate.json preset.json            # first row of each
     python scripts/paired_difference.py sweep.json sweep.json --row-a 1 --row-b 0 --json diff.json
@@ -6,7 +7,8 @@
 Both runs drew the same x_T and targets, so each sample is scored twice; the difference of the per-class accuracies
 has a much smaller standard error than that of two independent batches (evaluate.paired_class_difference: stratified
 by class, with the counts of samples only one arm draws correctly and the exact sign test on them). Needs the
-per-sample classes that ``sweep_guidance.py`` stores since History 30 (``target`` and each row's ``judge_class``).
+per-sample classes that ``sweep_guidance.py`` stores since History 30 and ``compare_ddpms.py`` since History 31
+(``target`` and each row's ``judge_class``).
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ def load_arm(path: Path, row: int) -> tuple[dict, dict]:
     try:
         run = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise SaliencyNoiseError(f"{path}: cannot read a sweep_guidance.py JSON ({err})") from err
+        raise SaliencyNoiseError(f"{path}: cannot read a sweep_guidance.py or compare_ddpms.py JSON ({err})") from err
     rows = run.get("rows", [])
     if not -len(rows) <= row < len(rows):
         raise SaliencyNoiseError(f"{path}: no row {row}; it has {len(rows)}")
     if "target" not in run or "judge_class" not in rows[row]:
         raise SaliencyNoiseError(f"{path}: no per-sample classes (target, judge_class): it was written before "
-                                 "History 30; re-run sweep_guidance.py with the same arguments")
+                                 "History 30 (compare_ddpms.py: History 31); re-run it with the same arguments")
     return run, rows[row]
 
 
@@ -53,7 +55,7 @@ def main() -> None:
     except SaliencyNoiseError as err:
         p.error(str(err))
     for name, run, row in (("A", run_a, row_a), ("B", run_b, row_b)):
-        print(f"{name}: {run['sampler']}, w = {row['weight']:g}, s = {row['classifier_scale']:g}, seed {run['seed']}, "
+        print(f"{name}: {row.get('path', '')} {row.get('sampler', run.get('sampler'))}, w = {row['weight']:g}, s = {row['classifier_scale']:g}, seed {run['seed']}, "
               f"n = {run['n']}, experts {run.get('low_noise_expert')} below {run.get('expert_below_t')}")
     print(f"per-class accuracy A {diff.accuracy_a:.3f}, B {diff.accuracy_b:.3f}; A - B = {diff.difference:+.3f} "
           f"(paired standard error {diff.standard_error:.3f}; {diff.unpaired_standard_error:.3f} for independent "

@@ -40,7 +40,14 @@ from saliency_lib.evaluate import class_control, judge_probs
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny, with_ddpm_file, with_low_noise_expert
 from saliency_lib.train import export_weights
+from saliency_lib.unet import TimestepExperts
 from saliency_lib.weights import atomic_write_bytes
+
+
+def unet_bands(unet: torch.nn.Module) -> list[list[int]] | None:
+    """The timestep bands ``[t_lo, t_hi)`` of the preset's UNets, from the base down (a chain of experts since
+    History 29); None for a single UNet."""
+    return [[lo, hi] for _, lo, hi in unet.bands()] if isinstance(unet, TimestepExperts) else None
 
 
 def main() -> None:
@@ -87,6 +94,7 @@ def main() -> None:
     res: dict = {"args": {name: str(v) if isinstance(v, Path) else v for name, v in vars(a).items()},
                  "guidance_weight": preset.guidance_weight if a.guidance is None else a.guidance,
                  "classifier_scale": preset.classifier_scale if a.classifier_scale is None else a.classifier_scale,
+                 "unet_bands": unet_bands(preset.unet),
                  "clean_judge_accuracy": (judge_probs(preset, test.images).argmax(1) == y).float().mean().item(),
                  "rows": []}
     for t in (int(s) for s in a.starts.split(",")):

@@ -155,6 +155,14 @@ def test_measure_realism_runs_at_tiny_sizes_and_caches_its_samples(tmp_path):
     assert [r["kid"] for r in again["rows"]] == [r["kid"] for r in res["rows"]]
     with pytest.raises(SaliencyNoiseError, match="ig_steps=3"):
         run_script("measure_realism.py", *args[:4], "--ig-steps", "4", *args[6:])
+    # a cache sampled by another preset (here: the same file, its record of the sampler changed) is refused
+    from saliency_lib.weights import load_tensors, save_tensors
+
+    tensors, meta = load_tensors(cache)
+    assert meta["sampler"].endswith("w = 2, s = 5")
+    save_tensors(cache, tensors, meta | {"sampler": "another preset"})
+    with pytest.raises(SaliencyNoiseError, match="another preset or guidance"):
+        run_script("measure_realism.py", *args)
 
 
 def test_cpu_description_reads_the_first_processor(tmp_path):
@@ -206,3 +214,36 @@ def test_layout_under_guidance_refuses_bad_lists(capsys):
             run_script("layout_under_guidance.py", *bad)
         assert exit_.value.code == 2
     assert "'x' is not a number (or 'preset')" in capsys.readouterr().err
+
+
+def test_compare_ddpms_keeps_per_sample_classes_that_pair(tmp_path, capsys):
+    out, diff = tmp_path / "compare.json", tmp_path / "diff.json"
+    run_script("compare_ddpms.py", "data/models/tiny/ddpm.safetensors", "--n", "16", "--samplers", "ddim:2",
+               "--weights", "0,2", "--threads", "1", "--grids", str(tmp_path), "--json", str(out))
+    res = json.loads(out.read_text())
+    assert (res["n"], res["seed"], res["target"]) == (16, 0, [i % 8 for i in range(16)])
+    assert [r["weight"] for r in res["rows"]] == [0.0, 2.0]
+    for row in res["rows"]:
+        right = [p == t for p, t in zip(row["judge_class"], res["target"])]
+        per_class = [sum(right[c::8]) / 2 for c in range(8)]
+        assert row["judge_per_class_accuracy"] == pytest.approx(sum(per_class) / 8)
+    run_script("paired_difference.py", str(out), str(out), "--row-a", "1", "--row-b", "0", "--json", str(diff))
+    d = json.loads(diff.read_text())
+    assert d["difference"] == pytest.approx(res["rows"][1]["judge_per_class_accuracy"]
+                                            - res["rows"][0]["judge_per_class_accuracy"])
+    assert "ddim:2, w = 2" in capsys.readouterr().out
+
+
+def test_probe_class_retention_runs_with_the_chain(tmp_path):
+    out = tmp_path / "retention.json"
+    run_script("probe_class_retention.py", "--n", "8", "--starts", "100,300", "--steps", "5", "--threads", "1",
+               "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["unet_bands"] == [[500, 1000], [100, 500], [0, 100]]   # the shipped chain of experts
+    assert (res["guidance_weight"], res["classifier_scale"]) == (2, 5)
+    assert [r["condition"] for r in res["rows"]] == ["keep", "swap"] * 2
+    for row in res["rows"]:
+        # one image per class: the per-class mean is the plain mean, and "keep" scores the source class itself
+        assert row["judge_accuracy"] == pytest.approx(sum(row["accuracy_by_class"]) / 8)
+        if row["condition"] == "keep":
+            assert row["source_kept"] == pytest.approx(row["judge_accuracy"])
