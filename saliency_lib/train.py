@@ -31,8 +31,8 @@ from torch import nn
 
 from . import data
 from .diffusion import DiffusionConfig, GaussianDiffusion
-from .unet import UNet, UNetConfig
-from .weights import config_to_metadata, load_module_weights, load_tensors, read_metadata, save_tensors
+from .unet import UNet, UNetConfig, grow_res_blocks
+from .weights import config_from_metadata, config_to_metadata, load_module_weights, load_tensors, read_metadata, save_tensors
 
 
 @dataclass(frozen=True)
@@ -359,8 +359,17 @@ def ddpm_loss_fn(diffusion: GaussianDiffusion, min_snr_gamma: float = 0.0):
 
 def init_from_weights(model: UNet, path: Path) -> None:
     """Start a run from exported UNet weights (fine-tuning). A file without the null class seeds a model with
-    one: the null class's embedding starts as the mean of the class embeddings (the average condition)."""
-    tensors, _ = load_tensors(path)
+    one: the null class's embedding starts as the mean of the class embeddings (the average condition). A file
+    whose UNet has one ResBlock per level fewer than ``model`` (and is otherwise the same) seeds it through
+    :func:`~saliency_lib.unet.grow_res_blocks`: the same function, more capacity (model card History 31)."""
+    tensors, meta = load_tensors(path)
+    if "config" in meta:
+        stored = config_from_metadata(meta, UNetConfig)
+        if dataclasses.replace(stored, num_res_blocks=model.config.num_res_blocks) == model.config \
+                and stored.num_res_blocks + 1 == model.config.num_res_blocks:
+            shallow = UNet(stored)
+            load_module_weights(shallow, tensors, repr(str(path)))
+            tensors = grow_res_blocks(shallow).state_dict()
     state = model.state_dict()
     key = "label_emb.weight"
     if key in tensors and key in state and tensors[key].shape[0] + 1 == state[key].shape[0] and model.config.null_class:

@@ -419,6 +419,51 @@ class UNet(nn.Module):
         check_image_batch("x", x, channels=self.config.in_channels, size=self.config.image_size)
 
 
+def grow_res_blocks(unet: UNet) -> UNet:
+    """A UNet with one more ResBlock per level (``num_res_blocks`` n -> n + 1) that computes exactly the same
+    function as ``unet`` (function-preserving growth, as Net2Net's deeper networks: Chen et al. 2016), for
+    fine-tuning with more capacity from a trained model. Its new blocks:
+
+    - in the encoder, a ResBlock (+ attention where the level has it) after each level's n blocks: the identity at
+      init, since ADM zero-initialises each ResBlock's last conv and each attention's projection;
+    - in the decoder, a block second in each level (the one that reads the new encoder block's skip connection,
+      which equals the old last block's output): its residual branch is zero and its 1x1 skip conv passes the
+      decoder's features ``h`` through and ignores the skip, ``[I | 0]``.
+
+    Every other block keeps its weights (the decoder's first block reads the same skip as before; the rest read
+    the skips that follow). New blocks draw their other weights from torch's global RNG (seed it)."""
+    cfg = unet.config
+    n = cfg.num_res_blocks
+    if n < 1:
+        raise SaliencyNoiseError(f"grow_res_blocks needs num_res_blocks >= 1, got {n}")
+    grown = UNet(dataclasses.replace(cfg, num_res_blocks=n + 1)).to(next(unet.parameters()).device)
+    for name in ("time_embed", "middle_block", "out") + (("label_emb",) if cfg.num_classes is not None else ()):
+        getattr(grown, name).load_state_dict(getattr(unet, name).state_dict())
+    levels = len(cfg.channel_mult)
+    # encoder: conv_in, then per level n (now n + 1) blocks and a downsampling block below the last level
+    old_i, new_i, enc = 1, 1, [(0, 0)]
+    for level in range(levels):
+        enc += [(old_i + j, new_i + j) for j in range(n)]
+        old_i, new_i = old_i + n, new_i + n + 1   # new block new_i + n: identity, keeps its init
+        if level != levels - 1:
+            enc.append((old_i, new_i))
+            old_i, new_i = old_i + 1, new_i + 1
+    # decoder: per level n + 1 (now n + 2) blocks; old block 0 -> new 0, new 1 inserted, old j >= 1 -> new j + 1
+    dec = [(lv * (n + 1) + j, lv * (n + 2) + (j if j == 0 else j + 1)) for lv in range(levels) for j in range(n + 1)]
+    for blocks_old, blocks_new, pairs in ((unet.input_blocks, grown.input_blocks, enc),
+                                          (unet.output_blocks, grown.output_blocks, dec)):
+        for o, g in pairs:
+            blocks_new[g].load_state_dict(blocks_old[o].state_dict())
+    with torch.no_grad():
+        for lv in range(levels):
+            res = grown.output_blocks[lv * (n + 2) + 1][0]
+            out_ch = res.skip_connection.out_channels
+            res.skip_connection.weight.zero_()
+            res.skip_connection.weight[:, :out_ch, 0, 0] = torch.eye(out_ch)
+            res.skip_connection.bias.zero_()
+    return grown
+
+
 @dataclass(frozen=True)
 class EncoderUNetConfig:
     """The downsampling half of an ADM UNet as a noise-aware classifier (guided-diffusion's ``EncoderUNetModel``,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.errors import SaliencyNoiseError, WeightsError
 from saliency_lib.guidance import CFGModel
 from saliency_lib.train import TrainConfig, ddpm_step_inputs, init_from_weights, train_ddpm
 from saliency_lib.unet import UNet, UNetConfig, save_unet
@@ -100,3 +100,18 @@ def test_fine_tune_from_weights_without_null_class(tmp_path: Path):
     save_unet(old8, str(tmp_path / "old8.safetensors"))
     r = train_ddpm(tmp_path / "ft", cfg, unet_cfg=unet_cfg, init=tmp_path / "old8.safetensors", progress=False)
     assert r["step"] == 2
+
+
+def test_fine_tune_from_weights_with_one_res_block_fewer_grows_them(tmp_path: Path):
+    old = _unet(CFG_UNET, seed=5)
+    save_unet(old, str(tmp_path / "old.safetensors"))
+    new = UNet(dataclasses.replace(CFG_UNET, num_res_blocks=CFG_UNET.num_res_blocks + 1))
+    init_from_weights(new, tmp_path / "old.safetensors")
+    x, t, y = torch.randn(3, 3, 16, 16), torch.tensor([5, 300, 900]), torch.tensor([0, 1, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(new.eval()(x, t, y=y), old.eval()(x, t, y=y), rtol=0, atol=1e-6)
+    # two ResBlocks more is not a growth: strict loading reports the missing keys
+    deeper = UNet(dataclasses.replace(CFG_UNET, num_res_blocks=CFG_UNET.num_res_blocks + 2))
+    with pytest.raises(WeightsError):
+        init_from_weights(deeper, tmp_path / "old.safetensors")
+

@@ -190,3 +190,37 @@ def test_small_classifier_reproduces_official_output(pool):
     with torch.no_grad():
         logits = model.eval()(ref["x"], ref["t"])
     torch.testing.assert_close(logits, ref[f"logits_{pool}"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_res_blocks,channel_mult", [(1, (1, 2, 2)), (2, (1, 2)), (1, (1,))])
+def test_grow_res_blocks_preserves_the_function_and_adds_capacity(num_res_blocks, channel_mult):
+    from saliency_lib.unet import grow_res_blocks
+
+    torch.manual_seed(0)
+    cfg = UNetConfig(image_size=16, model_channels=32, num_res_blocks=num_res_blocks, channel_mult=channel_mult,
+                     attention_resolutions=(8,), num_classes=8, null_class=True, num_head_channels=32, out_channels=3)
+    unet = UNet(cfg).eval()
+    with torch.no_grad():   # no zero-initialised layer left: every block of the original counts
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    grown = grow_res_blocks(unet).eval()
+    assert grown.config.num_res_blocks == num_res_blocks + 1 and grown.num_parameters > unet.num_parameters
+    x, t, y = torch.randn(4, 3, 16, 16), torch.tensor([1, 100, 500, 999]), torch.tensor([0, 3, 8, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, y=y), unet(x, t, y=y), rtol=0, atol=1e-6)
+        # the new blocks are not dead: perturbing them changes the output
+        for block in (grown.input_blocks[1 + num_res_blocks], grown.output_blocks[1]):
+            for p in block.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        assert not torch.allclose(grown(x, t, y=y), unet(x, t, y=y), atol=1e-3)
+    # the original is untouched
+    assert unet.config.num_res_blocks == num_res_blocks
+
+
+def test_grow_res_blocks_needs_a_res_block():
+    from saliency_lib.unet import grow_res_blocks
+
+    cfg = UNetConfig(image_size=16, model_channels=32, num_res_blocks=0, channel_mult=(1, 2),
+                     attention_resolutions=(8,), num_classes=8, num_head_channels=32, out_channels=3)
+    with pytest.raises(SaliencyNoiseError, match="num_res_blocks >= 1"):
+        grow_res_blocks(UNet(cfg))
