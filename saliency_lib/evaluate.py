@@ -327,14 +327,15 @@ def background_stats(images: torch.Tensor, masks: torch.Tensor) -> dict[str, flo
 def paired_differences(per_guide: Mapping[str, np.ndarray], row: str) -> dict[str, dict]:
     """Row ``row``'s per-guide values minus each other row's (``per_guide``: name -> ``[G]``, the same guides in the
     same order): per other row the mean difference with its 95% bootstrap interval over guides, and on how many
-    guides ``row`` is larger."""
+    guides ``row`` is larger and on how many smaller."""
     if row not in per_guide:
         raise SaliencyNoiseError(f"paired_differences: no row {row!r}; rows are {list(per_guide)}")
     out = {}
     for name, values in per_guide.items():
         if name != row:
             diff = np.asarray(per_guide[row]) - np.asarray(values)
-            out[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum())}
+            out[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum()),
+                         "guides_worse": int((diff < 0).sum())}
     return out
 
 
@@ -456,17 +457,25 @@ def quality_layout_rows(preset: Preset, args: QualityArgs, sampler: Sampler, cac
     rows use 0) x every target class from Gaussian noise, the IG snapshot ``args.ig_steps`` (the paper's recipe)
     and its mix at ``args.strength``; per row the layout IoU's mean and 95% bootstrap interval over guides, the
     target-class accuracy, and each guide's IoU (mean over the target classes; for paired comparisons)."""
-    k = len(preset.class_names)
     guides, noises = quality_layout_noises(preset, args, cache_dir, start=start)
+    return layout_rows(preset, guides, noises, sampler, args.seed, f"guides {start}-{start + args.n_guides - 1}", log)
+
+
+def layout_rows(preset: Preset, guides: data.ShapeBatch, noises: Mapping[str, torch.Tensor], sampler: Sampler,
+                seed: int = 0, where: str = "", log: Callable[[str], None] = print) -> dict[str, dict]:
+    """:func:`quality_layout_rows` for noises already made (``noises``: name -> x_T ``[G, 3, S, S]``, one per guide
+    of ``guides``), so that several samplers score one set: per noise the layout IoU's mean and 95% bootstrap
+    interval over guides, the target-class accuracy and each guide's IoU (mean over the target classes)."""
     rows = {}
     for name, x in noises.items():
-        s = layout_scores(preset, guides.masks, x, sampler, seed=args.seed)
+        s = layout_scores(preset, guides.masks, x, sampler, seed=seed)
         per_guide = s["iou"].mean(1).numpy()
         mean, lo, hi = bootstrap_ci(per_guide)
         rows[name] = {"mean": mean, "ci95": [lo, hi], "class_accuracy": s["correct"].mean().item(),
                       "per_guide_iou": per_guide.tolist()}
-        log(f"layout IoU {name}: {mean:.3f} [{lo:.3f}, {hi:.3f}] over guides {start}-{start + args.n_guides - 1} x "
-            f"{k} classes ({sampler.label}); target-class accuracy {rows[name]['class_accuracy']:.3f}")
+        log(f"layout IoU {name}: {mean:.3f} [{lo:.3f}, {hi:.3f}] over {where or f'{len(per_guide)} guides'} x "
+            f"{len(preset.class_names)} classes ({sampler.label}); target-class accuracy "
+            f"{rows[name]['class_accuracy']:.3f}")
     return rows
 
 

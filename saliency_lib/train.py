@@ -361,7 +361,7 @@ def init_from_weights(model: UNet, path: Path) -> None:
     """Start a run from exported UNet weights (fine-tuning). A file without the null class seeds a model with
     one: the null class's embedding starts as the mean of the class embeddings (the average condition). A file
     whose UNet has one ResBlock per level fewer than ``model`` (and is otherwise the same) seeds it through
-    :func:`~saliency_lib.unet.grow_res_blocks`: the same function, more capacity (model card History 31)."""
+    :func:`~saliency_lib.unet.grow_res_blocks`: the same function, more capacity (model card History 32)."""
     tensors, meta = load_tensors(path)
     if "config" in meta:
         stored = config_from_metadata(meta, UNetConfig)

@@ -12,8 +12,8 @@ scale s of ``--classifier-scales``, and each Restart setting of ``--restarts`` (
     python scripts/layout_under_guidance.py --classifier-scales 5 --restarts none,100-400x2 --n-guides 8
 
 ``--guide-starts`` names blocks of ``--n-guides`` held-out guides, each built exactly as the Quality section builds
-its block 0 (the IG cache, the fresh-noise and the sampler seeds are per block); the JSON keeps each block's rows and
-each guide's IoU, and pools the blocks: per setting and noise the IoU over all guides, and per noise each setting's
+its block 0 (the IG cache, the fresh-noise and the sampler seeds are per block); the JSON keeps each block's rows,
+each guide's IoU and the block's paired differences from Gaussian noise, and pools the blocks: per setting and noise the IoU over all guides, and per noise each setting's
 paired per-guide difference from the first setting, and per setting each crafted noise's from Gaussian noise
 (model card History 31):
 
@@ -33,23 +33,24 @@ import torch
 
 from saliency_lib.diffusion import Restart
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import QualityArgs, bootstrap_ci, paired_differences, quality_layout_rows
+from saliency_lib.evaluate import QualityArgs, bootstrap_ci, layout_rows, paired_differences, quality_layout_noises
 from saliency_lib.pipeline import Sampler
 from saliency_lib.presets import load_tiny
 from saliency_lib.weights import atomic_write_bytes
 
 
-def _numbers(text: str, what: str, allow_preset: bool = False) -> list:
-    """``"2,4"`` -> ``[2.0, 4.0]``; ``preset`` (where allowed) -> ``None``, the preset's own value."""
+def _numbers(text: str, option: str, cast=float, allow_preset: bool = False) -> list:
+    """``"2,4"`` -> ``[2.0, 4.0]`` (each item through ``cast``); ``preset`` (where allowed) -> ``None``, the preset's
+    own value. ``option`` names the command-line option in the error."""
     out = []
     for item in text.split(","):
         if allow_preset and item == "preset":
             out.append(None)
             continue
         try:
-            out.append(float(item) if what != "guide start" else int(item))
+            out.append(cast(item))
         except ValueError:
-            raise SaliencyNoiseError(f"--{what.replace(' ', '-')}s: {item!r} is not a number"
+            raise SaliencyNoiseError(f"{option}: {item!r} is not a number"
                                      + (" (or 'preset')" if allow_preset else "")) from None
     return out
 
@@ -58,7 +59,7 @@ def pooled(blocks: list[dict]) -> dict:
     """Each setting's rows pooled over the blocks: per noise the IoU mean and 95% bootstrap interval over every
     guide and the target-class accuracy (mean over blocks of equal size); per setting each crafted noise's per-guide
     difference from Gaussian noise, and per noise each setting's from the first setting
-    (:func:`evaluate.paired_differences`: mean difference, 95% bootstrap interval, guides better)."""
+    (:func:`evaluate.paired_differences`: mean difference, 95% bootstrap interval, guides better and worse)."""
     settings = list(blocks[0]["settings"])
     per_guide = {s: {n: np.concatenate([b["settings"][s][n]["per_guide_iou"] for b in blocks])
                      for n in blocks[0]["settings"][s]} for s in settings}
@@ -93,9 +94,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     try:
-        weights = _numbers(a.weights, "weight", allow_preset=True)
-        scales = _numbers(a.classifier_scales, "classifier scale")
-        starts = _numbers(a.guide_starts, "guide start")
+        weights = _numbers(a.weights, "--weights", allow_preset=True)
+        scales = _numbers(a.classifier_scales, "--classifier-scales")
+        starts = _numbers(a.guide_starts, "--guide-starts", cast=int)
         restarts = {text: Restart.parse(text) for text in a.restarts.split(",")}
         samplers = {s.label: s for s in (Sampler("ddim", a.ddim_steps, guidance=w, classifier_scale=c, restarts=r)
                                          for w in weights for c in scales for r in restarts.values())}
@@ -108,10 +109,13 @@ def main() -> None:
     args = QualityArgs(n_guides=a.n_guides, ig_steps=a.ig_steps, strength=a.strength, seed=a.seed)
     t0, blocks = time.time(), []
     for start in starts:
-        block = {"guide_start": start, "settings": {}}
-        for label, sampler in samplers.items():
-            block["settings"][label] = quality_layout_rows(preset, args, sampler, a.cache, start=start)
-        block["seconds"] = time.time() - t0
+        t_block = time.time()
+        guides, noises = quality_layout_noises(preset, args, a.cache, start=start)   # once for every setting
+        where = f"guides {start}-{start + a.n_guides - 1}"
+        block = {"guide_start": start, "settings": {label: layout_rows(preset, guides, noises, sampler, a.seed, where)
+                                                    for label, sampler in samplers.items()}}
+        block["paired_against_gaussian"] = pooled([block])["paired_against_gaussian"]
+        block["seconds"] = time.time() - t_block
         blocks.append(block)
         out = {"args": {k: str(v) for k, v in vars(a).items()},
                "preset_guidance": {"guidance_weight": preset.guidance_weight,

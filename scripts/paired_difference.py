@@ -55,7 +55,8 @@ def main() -> None:
     except SaliencyNoiseError as err:
         p.error(str(err))
     for name, run, row in (("A", run_a, row_a), ("B", run_b, row_b)):
-        print(f"{name}: {row.get('path', '')} {row.get('sampler', run.get('sampler'))}, w = {row['weight']:g}, s = {row['classifier_scale']:g}, seed {run['seed']}, "
+        what = " ".join(filter(None, (row.get("path"), row.get("sampler", run.get("sampler")))))
+        print(f"{name}: {what}, w = {row['weight']:g}, s = {row['classifier_scale']:g}, seed {run['seed']}, "
               f"n = {run['n']}, experts {run.get('low_noise_expert')} below {run.get('expert_below_t')}")
     print(f"per-class accuracy A {diff.accuracy_a:.3f}, B {diff.accuracy_b:.3f}; A - B = {diff.difference:+.3f} "
           f"(paired standard error {diff.standard_error:.3f}; {diff.unpaired_standard_error:.3f} for independent "

@@ -205,6 +205,13 @@ def test_layout_under_guidance_pools_blocks_and_pairs_settings(tmp_path):
         for n, d in crafted.items():
             want = sum(x - g for x, g in zip(by_noise[n], by_noise["gaussian"])) / 4
             assert d["mean_difference_ci95"][0] == pytest.approx(want)
+            assert d["guides_better"] + d["guides_worse"] <= 4
+    for b in res["blocks"]:   # each block's own paired differences from Gaussian noise, over its 2 guides
+        for label, crafted in b["paired_against_gaussian"].items():
+            rows = b["settings"][label]
+            for n, d in crafted.items():
+                want = sum(x - g for x, g in zip(rows[n]["per_guide_iou"], rows["gaussian"]["per_guide_iou"])) / 2
+                assert d["mean_difference_ci95"][0] == pytest.approx(want)
     assert res["preset_guidance"]["guidance_weight"] == 2
 
 
