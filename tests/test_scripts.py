@@ -111,6 +111,29 @@ def test_paired_difference_refuses_runs_it_cannot_pair(tmp_path, capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_paired_difference_pools_batches(tmp_path, capsys):
+    def write(name: str, seed: int, target: list, judged: list) -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps({"seed": seed, "n": len(target), "sampler": "ddim:50", "target": target,
+                                    "rows": [{"weight": 2, "classifier_scale": 5, "judge_class": judged}]}))
+        return path
+
+    y0, y1 = [0, 1, 0, 1], [1, 0, 1, 0]
+    a0, b0 = write("a0.json", 0, y0, [0, 1, 1, 1]), write("b0.json", 0, y0, [0, 0, 0, 1])
+    a1, b1 = write("a1.json", 1, y1, [1, 0, 1, 0]), write("b1.json", 1, y1, [0, 0, 1, 0])
+    out = tmp_path / "pooled.json"
+    run_script("paired_difference.py", *map(str, (a0, b0, a1, b1)), "--json", str(out))
+    assert "pooled over 2 batches (8 samples)" in capsys.readouterr().out
+    d = json.loads(out.read_text())
+    want = paired_class_difference(y0 + y1, [0, 1, 1, 1, 1, 0, 1, 0], [0, 0, 0, 1, 0, 0, 1, 0])
+    assert d["difference"] == pytest.approx(want.difference) and d["standard_error"] == pytest.approx(want.standard_error)
+    assert d["difference"] == pytest.approx(0.125) and (d["only_a"], d["only_b"]) == (2, 1) and d["a"] == [str(a0), str(a1)] and d["b"] == [str(b0), str(b1)]
+    for args, message in [((a0, b0, a1), "in pairs"), ((a0, b0, a0, b0), "comes twice")]:
+        with pytest.raises(SystemExit) as exit_:
+            run_script("paired_difference.py", *map(str, args))
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_bench_train_step_times_each_setting(tmp_path):
     out = tmp_path / "bench.json"
     run_script("bench_train_step.py", "--batch-sizes", "2", "--precisions", "none", "--steps", "1", "--threads", "1",
