@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from .classifiers import (ClassifierConfig, Normalization, NoisyClassifierEnsemb
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
 from .inversion import IGConfig
-from .unet import EncoderUNet, TimestepExperts, UNet, classifier_config_from_guided_diffusion_flags, load_unet
+from .unet import DenoiserEnsemble, EncoderUNet, TimestepExperts, UNet, classifier_config_from_guided_diffusion_flags, load_unet
 from .weights import read_metadata
 
 ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
@@ -211,10 +211,12 @@ def with_ddpm_file(preset: Preset, path: str | os.PathLike) -> Preset:
     return dataclasses.replace(preset, unet=unet.eval().to(device), diffusion_config=diff_cfg)
 
 
-def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os.PathLike,
+def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os.PathLike | Sequence[str | os.PathLike],
                       below_t: int) -> TimestepExperts:
     """The DDPM ``high`` (trained for ``diff_cfg``) with the UNet in ``path`` taking the timesteps t < ``below_t``
     (a low-noise expert, :class:`~saliency_lib.unet.TimestepExperts`, trained with ``train ddpm --t-max``).
+    Several paths make that expert the mean of their predictions (:class:`~saliency_lib.unet.DenoiserEnsemble`,
+    History 33).
 
     Experts stack: the new expert always takes every t < ``below_t``. When ``high`` already hands t < t_0 to an
     expert and ``below_t`` < t_0, that expert keeps [below_t, t_0) (so experts are added from high to low noise,
@@ -222,12 +224,18 @@ def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os
     new expert covers all of its range and replaces it."""
     while isinstance(high, TimestepExperts) and below_t >= high.below_t:
         high = high.high   # the previous expert would never be called: drop it
-    low, low_cfg = load_ddpm_file(path)
-    if low_cfg != diff_cfg:
-        raise SaliencyNoiseError(f"{path}: the expert was trained for {low_cfg}, the DDPM for {diff_cfg}; they "
-                                 "must share one diffusion process")
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise SaliencyNoiseError("low_noise_experts: no weights file for the expert")
     device = next(high.parameters()).device
-    return TimestepExperts(high, low.eval().to(device), below_t)
+    members = []
+    for p in paths:
+        low, low_cfg = load_ddpm_file(p)
+        if low_cfg != diff_cfg:
+            raise SaliencyNoiseError(f"{p}: the expert was trained for {low_cfg}, the DDPM for {diff_cfg}; they "
+                                     "must share one diffusion process")
+        members.append(low.eval().to(device))
+    return TimestepExperts(high, members[0] if len(members) == 1 else DenoiserEnsemble(members), below_t)
 
 
 def expert_thresholds(n_experts: int, below_ts: list[int], default: int = 500) -> list[int]:
@@ -241,8 +249,9 @@ def expert_thresholds(n_experts: int, below_ts: list[int], default: int = 500) -
     return thresholds
 
 
-def with_low_noise_expert(preset: Preset, path: str | os.PathLike, below_t: int) -> Preset:
-    """``preset`` whose DDPM hands the timesteps t < ``below_t`` to the UNet in ``path``, for comparisons."""
+def with_low_noise_expert(preset: Preset, path: str | os.PathLike | Sequence[str | os.PathLike], below_t: int) -> Preset:
+    """``preset`` whose DDPM hands the timesteps t < ``below_t`` to the UNet in ``path`` (or the mean of the UNets
+    in several paths), for comparisons."""
     return dataclasses.replace(preset, unet=low_noise_experts(preset.unet, preset.diffusion_config, path, below_t))
 
 
@@ -263,8 +272,9 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
         thresholds = expert_thresholds(len(experts), [e["below_t"] for e in experts])
     except SaliencyNoiseError as err:
         raise SaliencyNoiseError(f"{manifest_path}, ddpm_low_noise: {err}") from None
-    for expert, below_t in zip(experts, thresholds):
-        unet = low_noise_experts(unet, diff_cfg, d / expert["file"], below_t)
+    for expert, below_t in zip(experts, thresholds):   # "file": one name, or a list whose UNets are averaged
+        files = [expert["file"]] if isinstance(expert["file"], str) else expert["file"]
+        unet = low_noise_experts(unet, diff_cfg, [d / f for f in files], below_t)
     classifier = load_classifier(d / manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -591,6 +591,13 @@ def classifier_config_from_guided_diffusion_flags(flags: Mapping[str, Any], num_
         pool=str(flags.get("classifier_pool", "attention")), num_timesteps=num_timesteps)
 
 
+def _check_shared_config(who: str, models: Sequence[nn.Module], shared: Sequence[str]) -> None:
+    """Raise unless every model's config agrees with the first's on the fields ``shared``."""
+    differ = sorted({f for m in models[1:] for f in shared if getattr(m.config, f) != getattr(models[0].config, f)})
+    if differ:
+        raise SaliencyNoiseError(f"{who}: the UNets differ in {differ}; all must share {tuple(shared)}")
+
+
 class TimestepExperts(nn.Module):
     """Two denoisers sharing one diffusion process, each for its own noise levels (the "expert denoisers" of
     eDiff-I, Balaji et al. 2022): ``low`` for original timesteps t < ``below_t``, ``high`` for the rest.
@@ -604,10 +611,7 @@ class TimestepExperts(nn.Module):
 
     def __init__(self, high: nn.Module, low: nn.Module, below_t: int):
         super().__init__()
-        differ = [f for f in self.SHARED if getattr(high.config, f) != getattr(low.config, f)]
-        if differ:
-            raise SaliencyNoiseError(f"TimestepExperts: the two UNets differ in {differ}; both must share "
-                                     f"{self.SHARED}")
+        _check_shared_config("TimestepExperts", [high, low], self.SHARED)
         if below_t < 1:
             raise SaliencyNoiseError(f"TimestepExperts: below_t must be >= 1, got {below_t}")
         self.high, self.low, self.below_t = high, low, int(below_t)
@@ -634,6 +638,33 @@ class TimestepExperts(nn.Module):
         above = self.high.bands(num_timesteps) if isinstance(self.high, TimestepExperts) else [(self.high, 0, num_timesteps)]
         head, (base, _, hi) = above[:-1], above[-1]   # the previous lowest band is cut at below_t
         return head + [(base, self.below_t, hi), (self.low, 0, self.below_t)]
+
+
+class DenoiserEnsemble(nn.Module):
+    """The mean of several denoisers' predictions, ``model(x_t [N, C, H, W], t [N], y [N])`` ->
+    ``1/M sum_m model_m(x_t, t, y)`` ``[N, C_out, H, W]`` (History 33): e.g. two experts trained for the same noise
+    levels, whose errors are partly independent, so that their mean has a lower expected squared error than either.
+
+    Called like a UNet and placed *inside* classifier-free and classifier guidance (and inside
+    :class:`TimestepExperts`, as one band's denoiser), which then act on the mean; since both guidances are linear in
+    the prediction, that is the same as averaging the members' guided predictions. Every member sees every sample,
+    so it costs M UNet calls. ``config`` is the first member's; all must agree on what samplers and guidance read.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        members = list(members)
+        if len(members) < 2:
+            raise SaliencyNoiseError(f"DenoiserEnsemble needs at least two denoisers, got {len(members)}")
+        _check_shared_config("DenoiserEnsemble", members, TimestepExperts.SHARED)
+        self.members = nn.ModuleList(members)
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.members[0].config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([m(x, t, y=y) for m in self.members]).mean(0)
 
 
 def save_unet(model: UNet, path: str, extra_metadata: Mapping[str, str] | None = None) -> None:

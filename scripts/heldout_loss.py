@@ -21,6 +21,9 @@ sampling. Shared eps and images make differences between models paired: every mo
 (``symmetry.GroupAveraged``, History 24), with the label: ``mse_label_symmetrized`` and the paired
 ``symmetrized_minus_plain`` with its standard error.
 
+``--average`` also scores the mean of all the models' predictions (``unet.DenoiserEnsemble``, History 33), last and
+paired with the first model.
+
     python scripts/heldout_loss.py data/models/tiny/ddpm_low_noise.safetensors --ts 100,200,300,400 \
         --symmetry diagonal --json data/models/tiny/heldout_loss_symmetry_expert.json
 """
@@ -39,6 +42,7 @@ from saliency_lib.diffusion import GaussianDiffusion
 from saliency_lib.presets import load_ddpm_file
 from saliency_lib.symmetry import GROUPS, GroupAveraged
 from saliency_lib.train import export_weights
+from saliency_lib.unet import DenoiserEnsemble
 from saliency_lib.weights import atomic_write_bytes
 
 
@@ -81,15 +85,20 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the shared eps")
     p.add_argument("--symmetry", choices=sorted(GROUPS), default=None,
                    help="also score each model averaged over this pixel-symmetry group (symmetry.py)")
+    p.add_argument("--average", action="store_true",
+                   help="also score the mean of all the models' predictions (unet.DenoiserEnsemble, History 33), "
+                        "paired with the first model")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.average and len(a.paths) < 2:
+        p.error("--average needs at least two models")
     ts = [int(t) for t in a.ts.split(",")]
     test = data.make_batch("test", 0, a.n_test)
     eps = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(a.seed))
-    results, first_errors = [], None
+    results, first_errors, models = [], None, []
     with tempfile.TemporaryDirectory() as tmp:
         for i, path in enumerate(a.paths):
             exported = Path(tmp) / f"{i}.safetensors"
@@ -100,8 +109,16 @@ def main() -> None:
             bad = [t for t in ts if not 0 <= t < diff_cfg.num_steps]
             if bad:
                 raise SystemExit(f"--ts must lie in [0, {diff_cfg.num_steps}), got {bad}")
+            if models and diff_cfg != models[0][2]:
+                raise SystemExit(f"{path}: trained for {diff_cfg}, the first model for {models[0][2]}: the models "
+                                 "must share one diffusion process to be compared on the same x_t")
+            models.append((path, unet.eval(), diff_cfg))
+        if a.average:   # the mean of every model's prediction, scored last
+            models.append(("mean of " + " + ".join(str(path) for path, _, _ in models),
+                           DenoiserEnsemble([unet for _, unet, _ in models]), models[0][2]))
+        for path, unet, diff_cfg in models:
             diffusion = GaussianDiffusion.from_config(diff_cfg)
-            rows, errors = heldout_losses(unet.eval(), diffusion, test.images, test.labels, eps, ts)
+            rows, errors = heldout_losses(unet, diffusion, test.images, test.labels, eps, ts)
             if a.symmetry:   # the same images and eps, the prediction averaged over the group; label only
                 sym_rows, sym_errors = heldout_losses(GroupAveraged(unet, GROUPS[a.symmetry]), diffusion, test.images,
                                                       test.labels, eps, ts, with_null=False)

@@ -39,9 +39,10 @@ from saliency_lib.weights import atomic_write_bytes
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ddpm", type=Path, default=None, help="DDPM weights or training checkpoint (default: the preset's)")
-    p.add_argument("--low-noise-expert", type=Path, action="append", default=[],
+    p.add_argument("--low-noise-expert", type=Path, nargs="+", action="append", default=[],
                    help="DDPM weights or training checkpoint that takes the timesteps t < --expert-below-t (History 15); "
-                        "repeat it (each with its own --expert-below-t, decreasing) to stack experts")
+                        "repeat it (each with its own --expert-below-t, decreasing) to stack experts; several files "
+                        "after one flag make that expert the mean of their predictions (unet.DenoiserEnsemble, History 33)")
     p.add_argument("--expert-below-t", type=int, action="append", default=[],
                    help="one per --low-noise-expert, in the same order (default: 500 for a single expert)")
     p.add_argument("--weights", default="0,1,2,3,5")
@@ -71,9 +72,10 @@ def main() -> None:
         below_ts = expert_thresholds(len(a.low_noise_expert), a.expert_below_t)
     except SaliencyNoiseError as err:
         p.error(f"--low-noise-expert / --expert-below-t: {err}")
-    for i, (expert, below_t) in enumerate(zip(a.low_noise_expert, below_ts)):
-        exported = a.grids / f"sweep_low_noise_expert_{i}.safetensors"
-        export_weights(expert, exported)
+    for i, (members, below_t) in enumerate(zip(a.low_noise_expert, below_ts)):
+        exported = [a.grids / f"sweep_low_noise_expert_{i}_{j}.safetensors" for j in range(len(members))]
+        for member, path in zip(members, exported):
+            export_weights(member, path)   # EMA weights of a training checkpoint (a weights file is copied)
         preset = with_low_noise_expert(preset, exported, below_t)
     if a.noisy_classifier:
         members = []
@@ -115,7 +117,8 @@ def main() -> None:
                   f"{empty.float().mean():.2f} of them have almost no object (area < {NO_OBJECT_AREA})", flush=True)
         save_class_rows(imgs, y, k, a.grids / f"cfg_{sampler.method}{sampler.steps}_w{w:g}_s{s:g}.png")
     if a.json:
-        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(e) for e in a.low_noise_expert],
+        atomic_write_bytes(a.json, json.dumps({"ddpm": str(a.ddpm), "low_noise_expert": [str(m[0]) if len(m) == 1 else [str(e) for e in m]
+                                                                    for m in a.low_noise_expert],
                                                "expert_below_t": below_ts, "symmetry": a.symmetry, "noisy_classifier": [str(c) for c in a.noisy_classifier] or None,
                                                "sampler": a.sampler, "n": a.n, "seed": a.seed, "device": a.device,
                                                "target": y.tolist(), "rows": rows}, indent=1).encode())

@@ -256,6 +256,40 @@ def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(
         load_tiny(model_dir=tmp_path)
 
 
+def test_a_band_of_the_chain_can_be_the_mean_of_several_experts(tmp_path):
+    """A list of files for one expert (the manifest's "file", or with_low_noise_expert's path) makes that band's
+    denoiser the mean of their predictions (unet.DenoiserEnsemble, History 33); the other bands are untouched."""
+    import json
+    import shutil
+
+    from saliency_lib.presets import TINY_DIR, load_tiny, with_low_noise_expert
+    from saliency_lib.unet import DenoiserEnsemble
+
+    shipped = load_tiny()
+    (base, _, _), (middle, _, _), (low, _, _) = shipped.unet.bands()
+    for f in TINY_DIR.glob("*.safetensors"):
+        shutil.copy(f, tmp_path / f.name)
+    manifest = json.loads((TINY_DIR / "preset.json").read_text())
+    first, second = manifest["ddpm_low_noise"]
+    manifest["ddpm_low_noise"] = [{**first, "file": [first["file"], manifest["ddpm"]]}, second]
+    (tmp_path / "preset.json").write_text(json.dumps(manifest))
+    chain = load_tiny(model_dir=tmp_path).unet
+    assert isinstance(chain.bands()[1][0], DenoiserEnsemble)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([1, 4, 8])
+    with torch.no_grad():
+        t = torch.full((3,), 300)   # the middle band: the mean of the middle expert and the base
+        torch.testing.assert_close(chain(x, t, y), (middle(x, t, y=y) + base(x, t, y=y)) / 2)
+        for t, owner in ((torch.full((3,), 50), low), (torch.full((3,), 700), base)):
+            torch.testing.assert_close(chain(x, t, y), owner(x, t, y=y))
+    same = with_low_noise_expert(shipped, [TINY_DIR / first["file"], TINY_DIR / manifest["ddpm"]], 100).unet
+    with torch.no_grad():
+        t = torch.full((3,), 60)
+        torch.testing.assert_close(same(x, t, y), (middle(x, t, y=y) + base(x, t, y=y)) / 2)
+    with pytest.raises(SaliencyNoiseError, match="no weights file"):
+        with_low_noise_expert(shipped, [], 100)
+
+
 def test_expert_thresholds_default_one_expert_and_refuse_mismatched_or_unordered_lists():
     from saliency_lib.presets import expert_thresholds
 

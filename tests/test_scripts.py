@@ -277,3 +277,37 @@ def test_probe_class_retention_runs_with_the_chain(tmp_path):
         assert row["judge_accuracy"] == pytest.approx(sum(row["accuracy_by_class"]) / 8)
         if row["condition"] == "keep":
             assert row["source_kept"] == pytest.approx(row["judge_accuracy"])
+
+
+def test_heldout_loss_scores_the_mean_of_two_experts_paired_with_the_first(tmp_path, capsys):
+    """``heldout_loss.py --average`` (History 33): the mean prediction of two models is scored on the same x_t as
+    each, and its squared error can be no larger than the mean of theirs (the error is convex in the prediction)."""
+    tiny = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny"
+    out = tmp_path / "loss.json"
+    run_script("heldout_loss.py", str(tiny / "ddpm.safetensors"), str(tiny / "ddpm_low_noise.safetensors"),
+               "--ts", "300", "--n-test", "16", "--average", "--json", str(out))
+    models = json.loads(out.read_text())["models"]
+    assert len(models) == 3 and models[2]["path"].startswith("mean of ")
+    (a,), (b,), (mean,) = (m["rows"] for m in models)
+    assert mean["mse_label"] <= (a["mse_label"] + b["mse_label"]) / 2
+    assert mean["mse_label_minus_first"] == pytest.approx(mean["mse_label"] - a["mse_label"], abs=1e-7)
+    assert a["mse_label"] != b["mse_label"]
+    with pytest.raises(SystemExit):
+        run_script("heldout_loss.py", str(tiny / "ddpm.safetensors"), "--average")
+    capsys.readouterr()
+
+
+def test_sweep_guidance_takes_an_expert_made_of_several_files(tmp_path, capsys):
+    """``--low-noise-expert A B`` makes that band's expert the mean of A and B (History 33): with A twice, the mean
+    is A itself, so the samples (and the judge's classes) are those of A alone."""
+    tiny = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny"
+    expert = str(tiny / "ddpm_low_noise.safetensors")
+    runs = {}
+    for name, files in (("one", [expert]), ("twice", [expert, expert])):
+        runs[name] = tmp_path / f"{name}.json"
+        run_script("sweep_guidance.py", "--low-noise-expert", *files, "--expert-below-t", "500", "--weights", "2",
+                   "--n", "8", "--sampler", "ddim:3", "--grids", str(tmp_path), "--json", str(runs[name]))
+    one, twice = (json.loads(runs[k].read_text()) for k in ("one", "twice"))
+    assert one["low_noise_expert"] == [expert] and twice["low_noise_expert"] == [[expert, expert]]
+    assert one["rows"][0]["judge_class"] == twice["rows"][0]["judge_class"]
+    capsys.readouterr()

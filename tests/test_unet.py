@@ -224,3 +224,38 @@ def test_grow_res_blocks_needs_a_res_block():
                      attention_resolutions=(8,), num_classes=8, num_head_channels=32, out_channels=3)
     with pytest.raises(SaliencyNoiseError, match="num_res_blocks >= 1"):
         grow_res_blocks(UNet(cfg))
+
+
+def test_denoiser_ensemble_averages_its_members_and_commutes_with_guidance():
+    from saliency_lib.guidance import CFGModel
+    from saliency_lib.unet import DenoiserEnsemble, TimestepExperts
+
+    cfg = UNetConfig(image_size=16, model_channels=32, out_channels=3, num_res_blocks=1, attention_resolutions=(8,),
+                     channel_mult=(1, 2), num_classes=4, num_head_channels=32, null_class=True)
+    torch.manual_seed(0)
+    a, b, base = UNet(cfg).eval(), UNet(cfg).eval(), UNet(cfg).eval()
+    with torch.no_grad():   # ADM zero-initialises the output layer: make the members' outputs differ
+        for m, scale in ((a, 0.02), (b, -0.03), (base, 0.01)):
+            for q in m.parameters():
+                q.add_(scale * torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())))
+    ensemble = DenoiserEnsemble([a, b])
+    x = torch.randn(4, 3, 16, 16)
+    t, y = torch.tensor([0, 120, 480, 999]), torch.tensor([0, 1, 2, 3])
+    x_before = x.clone()
+    with torch.no_grad():
+        out, from_a, from_b = ensemble(x, t, y), a(x, t, y=y), b(x, t, y=y)
+        assert not torch.allclose(from_a, from_b)
+        torch.testing.assert_close(out, (from_a + from_b) / 2)
+        # classifier-free guidance of the mean is the mean of the guided predictions (guidance is linear in eps)
+        torch.testing.assert_close(CFGModel(ensemble, 2.0)(x, t, y),
+                                   (CFGModel(a, 2.0)(x, t, y) + CFGModel(b, 2.0)(x, t, y)) / 2)
+        # one band of a chain: the ensemble takes t < 500, the base the rest
+        chain = TimestepExperts(base, ensemble, below_t=500)
+        routed = chain(x, t, y)
+        torch.testing.assert_close(routed[:3], out[:3])
+        torch.testing.assert_close(routed[3:], base(x[3:], t[3:], y=y[3:]))
+    assert torch.equal(x, x_before) and ensemble.config is a.config
+    with pytest.raises(SaliencyNoiseError, match="at least two"):
+        DenoiserEnsemble([a])
+    with pytest.raises(SaliencyNoiseError, match="num_classes"):
+        DenoiserEnsemble([a, UNet(UNetConfig(**{**cfg.__dict__, "num_classes": 3}))])
