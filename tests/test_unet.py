@@ -116,17 +116,27 @@ def test_pt_checkpoint_loads_without_unpickling_code(tmp_path, small_unet):
         load_unet(str(tmp_path / "evil.pt"), config=small_unet.config)
 
 
+EXPERT_CFG = UNetConfig(image_size=16, model_channels=32, out_channels=3, num_res_blocks=1, attention_resolutions=(8,),
+                        channel_mult=(1, 2), num_classes=4, num_head_channels=32, null_class=True)
+
+
+def distinct_unets(*scales: float) -> list[UNet]:
+    """Small UNets (``EXPERT_CFG``) in eval mode whose outputs differ: ADM zero-initialises the output layer, so every
+    parameter gets ``scale`` times a seeded Gaussian perturbation, one scale per UNet."""
+    torch.manual_seed(0)
+    unets = [UNet(EXPERT_CFG).eval() for _ in scales]
+    with torch.no_grad():
+        for m, scale in zip(unets, scales):
+            for q in m.parameters():
+                q.add_(scale * torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())))
+    return unets
+
+
 def test_timestep_experts_route_each_sample_to_its_expert():
     from saliency_lib.unet import TimestepExperts
 
-    cfg = UNetConfig(image_size=16, model_channels=32, out_channels=3, num_res_blocks=1, attention_resolutions=(8,),
-                     channel_mult=(1, 2), num_classes=4, num_head_channels=32, null_class=True)
-    torch.manual_seed(0)
-    high, low = UNet(cfg).eval(), UNet(cfg).eval()
-    with torch.no_grad():   # ADM zero-initialises the output layer: make the two experts' outputs differ
-        for m, scale in ((high, 0.02), (low, -0.03)):
-            for q in m.parameters():
-                q.add_(scale * torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())))
+    cfg = EXPERT_CFG
+    high, low = distinct_unets(0.02, -0.03)
     experts = TimestepExperts(high, low, below_t=300)
     x = torch.randn(5, 3, 16, 16)
     t, y = torch.tensor([0, 299, 300, 999, 150]), torch.tensor([0, 1, 2, 4, 3])
@@ -230,14 +240,8 @@ def test_denoiser_ensemble_averages_its_members_and_commutes_with_guidance():
     from saliency_lib.guidance import CFGModel
     from saliency_lib.unet import DenoiserEnsemble, TimestepExperts
 
-    cfg = UNetConfig(image_size=16, model_channels=32, out_channels=3, num_res_blocks=1, attention_resolutions=(8,),
-                     channel_mult=(1, 2), num_classes=4, num_head_channels=32, null_class=True)
-    torch.manual_seed(0)
-    a, b, base = UNet(cfg).eval(), UNet(cfg).eval(), UNet(cfg).eval()
-    with torch.no_grad():   # ADM zero-initialises the output layer: make the members' outputs differ
-        for m, scale in ((a, 0.02), (b, -0.03), (base, 0.01)):
-            for q in m.parameters():
-                q.add_(scale * torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())))
+    cfg = EXPERT_CFG
+    a, b, base = distinct_unets(0.02, -0.03, 0.01)
     ensemble = DenoiserEnsemble([a, b])
     x = torch.randn(4, 3, 16, 16)
     t, y = torch.tensor([0, 120, 480, 999]), torch.tensor([0, 1, 2, 3])
