@@ -98,7 +98,7 @@ def main() -> None:
     ts = [int(t) for t in a.ts.split(",")]
     test = data.make_batch("test", 0, a.n_test)
     eps = torch.randn(test.images.shape, generator=torch.Generator().manual_seed(a.seed))
-    results, first_errors, models = [], None, []
+    results, first_errors, models, first_cfg = [], None, [], None
     with tempfile.TemporaryDirectory() as tmp:
         for i, path in enumerate(a.paths):
             exported = Path(tmp) / f"{i}.safetensors"
@@ -109,15 +109,16 @@ def main() -> None:
             bad = [t for t in ts if not 0 <= t < diff_cfg.num_steps]
             if bad:
                 raise SystemExit(f"--ts must lie in [0, {diff_cfg.num_steps}), got {bad}")
-            if models and diff_cfg != models[0][2]:
-                raise SystemExit(f"{path}: trained for {diff_cfg}, the first model for {models[0][2]}: the models "
+            first_cfg = first_cfg or diff_cfg
+            if diff_cfg != first_cfg:
+                raise SystemExit(f"{path}: trained for {diff_cfg}, the first model for {first_cfg}: the models "
                                  "must share one diffusion process to be compared on the same x_t")
-            models.append((path, unet.eval(), diff_cfg))
+            models.append((path, unet.eval()))
         if a.average:   # the mean of every model's prediction, scored last
-            models.append(("mean of " + " + ".join(str(path) for path, _, _ in models),
-                           DenoiserEnsemble([unet for _, unet, _ in models]), models[0][2]))
-        for path, unet, diff_cfg in models:
-            diffusion = GaussianDiffusion.from_config(diff_cfg)
+            models.append(("mean of " + " + ".join(str(path) for path, _ in models),
+                           DenoiserEnsemble([unet for _, unet in models])))
+        diffusion = GaussianDiffusion.from_config(first_cfg)   # one process for all (checked above)
+        for path, unet in models:
             rows, errors = heldout_losses(unet, diffusion, test.images, test.labels, eps, ts)
             if a.symmetry:   # the same images and eps, the prediction averaged over the group; label only
                 sym_rows, sym_errors = heldout_losses(GroupAveraged(unet, GROUPS[a.symmetry]), diffusion, test.images,
