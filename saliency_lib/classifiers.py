@@ -17,19 +17,23 @@ another architecture and seed, and a small encoder-decoder segmenter predicting 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import ResNet18_Weights
 
 from .errors import SaliencyNoiseError, WeightsError
-from .unet import EncoderUNet, EncoderUNetConfig
-from .weights import config_from_metadata, config_to_metadata, load_module_weights, load_tensors, save_tensors
+from .unet_encoder import EncoderUNet, EncoderUNetConfig
+from .weights import (
+    config_from_metadata,
+    config_to_metadata,
+    load_module_weights,
+    load_tensors,
+    save_tensors,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,27 +213,6 @@ def load_noisy_classifier(path: str | Path) -> nn.Module:
     return model.eval()
 
 
-class NoisyClassifierEnsemble(nn.Module):
-    """Several noise-aware classifiers as one, ``model(x_t, t)`` -> ``[N, K]`` logits of their normalised product
-    of experts, p(y | x_t, t) proportional to prod_m p_m(y | x_t, t)^(1/M): the mean of the members' log-softmax
-    outputs (any softmax of these logits is that normalised geometric mean). Its log-probability gradient is the mean
-    of the members' gradients, so for classifier guidance the parts of each member's gradient that the others do not
-    share (adversarial directions of one network) are averaged down, and what they agree on is kept (model card,
-    History 21). Members must share the classes ``K`` and read the same x_t and original t."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        if not members:
-            raise SaliencyNoiseError("a classifier ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        outs = [F.log_softmax(m(x_t, t), dim=-1) for m in self.members]
-        if len({o.shape for o in outs}) != 1:
-            raise SaliencyNoiseError(f"ensemble members disagree on the output shape: {[tuple(o.shape) for o in outs]}")
-        return torch.stack(outs).mean(0)
-
-
 @dataclass(frozen=True)
 class SegmenterConfig:
     width: int = 16                   # channels of the first encoder stage
@@ -295,63 +278,7 @@ def load_segmenter(path: str | Path) -> Segmenter:
     return model.eval()
 
 
-# ----------------------------------------------------------------------------- ImageNet ResNet18
-def imagenet_resnet18(pretrained: bool = True) -> nn.Module:
-    """torchvision ResNet18; IMAGENET1K_V1 weights (downloaded to the torch hub cache) when pretrained."""
-    from torchvision.models import ResNet18_Weights, resnet18
-
-    return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1 if pretrained else None).eval()
-
-
+# ----------------------------------------------------------------------------- ImageNet
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet class names from torchvision's weights metadata (no download)."""
-    from torchvision.models import ResNet18_Weights
-
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-# ----------------------------------------------------------------------------- training
-def _classifier_step_inputs(step: int, batch_size: int, image_size: int, colour_jitter: float = 0.0,
-                            seed: int = 0) -> dict[str, torch.Tensor]:
-    """Batch of step ``step``: train-split samples ``step*B .. step*B+B-1`` (images in [-1, 1], labels, masks);
-    with ``colour_jitter`` > 0 their colours shifted by :func:`~saliency_lib.data.colour_jitter`, drawn from
-    ``(seed, step)`` (masks and labels do not change)."""
-    from . import data
-    from .train import step_generator
-    b = data.make_batch("train", step * batch_size, batch_size, image_size)
-    images = b.images
-    if colour_jitter > 0:
-        images = data.colour_jitter(images, colour_jitter, step_generator(seed, step))
-    return {"images": images, "labels": b.labels, "masks": b.masks}
-
-
-def train_classifier_cli(what: str, arch: str, out: Path, overrides: dict, resume: bool,
-                         max_minutes: float | None, progress: bool = True) -> dict:
-    """``python -m saliency_lib.train classifier|segmenter``: train on the shapes train split."""
-    from .train import TrainConfig, refuse_adversarial, run_training
-
-    cfg = TrainConfig(**{"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 5e-4,
-                         "ema_decay": 0.0, **overrides})
-    refuse_adversarial(cfg, what)
-    torch.manual_seed(cfg.seed)
-    if what == "classifier":
-        model: nn.Module = build_classifier(ClassifierConfig(arch=arch, image_size=cfg.image_size))
-    else:
-        model = Segmenter(SegmenterConfig(image_size=cfg.image_size))
-    norm = model.config.normalization
-
-    batch_fn = functools.partial(_classifier_step_inputs, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                                 colour_jitter=cfg.colour_jitter, seed=cfg.seed)
-
-    def loss_fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = norm.from_diffusion(b["images"])
-        if what == "classifier":
-            return F.cross_entropy(m(x), b["labels"], label_smoothing=cfg.label_smoothing)
-        return F.binary_cross_entropy_with_logits(m(x), b["masks"].float())
-
-    meta = config_to_metadata(model.config)
-    result = run_training(out, model, cfg, batch_fn, loss_fn, meta, use_ema=False, resume=resume, max_minutes=max_minutes,
-                          progress=progress)
-    save_model(model.eval(), out / "model.safetensors",
-               {"train_config": json.dumps(dataclasses.asdict(cfg)), "step": str(result["step"])})
-    return result

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -208,18 +208,10 @@ def make_batch(split: str, start: int, n: int, size: int = 32, labels: torch.Ten
     return render_tensors(make_params(split, start, n, labels), size)
 
 
-def iterate_batches(split: str, batch_size: int, size: int = 32, start: int = 0) -> Iterator[ShapeBatch]:
-    """Endless stream of consecutive batches of ``split`` (training data is procedurally unlimited)."""
-    i = start
-    while True:
-        yield make_batch(split, i, batch_size, size)
-        i += batch_size
-
-
 def colour_shift(images: torch.Tensor, chroma: torch.Tensor | float, gain: torch.Tensor | float) -> torch.Tensor:
-    """Images ``[N, 3, H, W]`` in [-1, 1] with their colours pushed like the DDPM's saturated samples (model card,
-    History 10): each pixel's distance from its grey level (the channel mean) scaled by ``chroma``, then every value
-    by ``gain`` about 0, clipped to [-1, 1]. ``chroma`` and ``gain`` are floats or per-image ``[N]`` tensors; 1 and
+    """Images ``[N, 3, H, W]`` in [-1, 1] with their colours pushed like the DDPM's saturated samples: each pixel's
+    distance from its grey level (the channel mean) scaled by ``chroma``, then every value by ``gain`` about 0,
+    clipped to [-1, 1]. ``chroma`` and ``gain`` are floats or per-image ``[N]`` tensors; 1 and
     1 return the images unchanged. A new tensor: the caller's is untouched."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise SaliencyNoiseError(f"colour_shift expects RGB images [N, 3, H, W], got {tuple(images.shape)}")
@@ -232,20 +224,6 @@ def colour_shift(images: torch.Tensor, chroma: torch.Tensor | float, gain: torch
         raise SaliencyNoiseError("colour_shift needs chroma >= 0 and gain > 0")
     grey = images.mean(1, keepdim=True)
     return (g * (grey + c * (images - grey))).clamp(-1, 1)
-
-
-def colour_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """:func:`colour_shift` with per-image factors drawn log-uniformly: chroma in [1 / (1 + 2s), 1 + 2s] and gain in
-    [1 / (1 + s), 1 + s] for ``strength`` s >= 0 (s = 1 covers the samples' colour statistics: chroma 3 with gain 2
-    gives mean |x| 0.85 on the test split, the default sampler's samples 0.73). A training augmentation that
-    teaches a judge to read shapes whatever their colours (History 25)."""
-    if strength < 0:
-        raise SaliencyNoiseError(f"colour jitter strength must be >= 0, got {strength}")
-    n = images.shape[0]
-    u = torch.rand((2, n), generator=generator) * 2 - 1   # in [-1, 1): the log-factor's fraction of its range
-    chroma = torch.exp(u[0] * math.log1p(2 * strength))
-    gain = torch.exp(u[1] * math.log1p(strength))
-    return colour_shift(images, chroma.to(images.device), gain.to(images.device))
 
 
 def class_id(name_or_id: str | int) -> int:

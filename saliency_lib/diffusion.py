@@ -24,6 +24,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .errors import SaliencyNoiseError, check_image_batch
 
@@ -128,32 +129,6 @@ class StepOutput(NamedTuple):
     pred_xstart: torch.Tensor
 
 
-@dataclass(frozen=True)
-class Restart:
-    """One Restart interval (Xu et al. 2023, "Restart sampling for improving generative processes"): when the
-    reverse process reaches t_min, jump forward to t_max with q(x_{t_max} | x_{t_min}) and run the reverse steps
-    back down to t_min, ``repeats`` times, before going on. Times are original timesteps (of T); each interval is
-    snapped to the nearest timesteps the (respaced) process keeps."""
-    t_min: int      # where the reverse process restarts from (original timestep, lower end)
-    t_max: int      # where each restart jumps to (original timestep, upper end; > t_min)
-    repeats: int    # how many times the interval is re-run (0: an ordinary sampler)
-
-    @classmethod
-    def parse(cls, text: str) -> tuple["Restart", ...]:
-        """Script options: ``"none"`` -> (); ``"100-400x2"`` -> (Restart(100, 400, 2),); several joined by ``+``."""
-        if text == "none":
-            return ()
-        out = []
-        for part in text.split("+"):
-            span, _, repeats = part.partition("x")
-            lo, _, hi = span.partition("-")
-            if not (lo.isdigit() and hi.isdigit() and repeats.isdigit()):
-                raise SaliencyNoiseError(f"restarts {text!r}: expected 'none' or t_min-t_maxxK, e.g. 100-400x2 "
-                                         "(several joined by +)")
-            out.append(cls(int(lo), int(hi), int(repeats)))
-        return tuple(out)
-
-
 class GaussianDiffusion:
     """Schedule and math of a (possibly respaced) Gaussian diffusion process.
 
@@ -248,19 +223,6 @@ class GaussianDiffusion:
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         return (self._gather(self.sqrt_alphas_cumprod, t, x_start) * x_start
                 + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
-
-    def renoise(self, x: torch.Tensor, from_index: int, to_index: int,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Forward transition q(x_b | x_a) between two noise levels of this process, a = ``from_index`` < b =
-        ``to_index`` (process indices: x at index j has the marginal of Eq. 2-3 with abar_j). By Eq. 2,
-        x_b = sqrt(abar_b / abar_a) x_a + sqrt(1 - abar_b / abar_a) z, z ~ N(0, I): Restart sampling's forward jump
-        (Xu et al. 2023). ``x`` ``[N, C, H, W]`` is left untouched."""
-        if not 0 <= from_index < to_index < self.num_timesteps:
-            raise SaliencyNoiseError(f"renoise needs 0 <= from_index < to_index < {self.num_timesteps}, got "
-                                     f"{from_index} -> {to_index}")
-        ratio = self.alphas_cumprod[to_index] / self.alphas_cumprod[from_index]
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return float(np.sqrt(ratio)) * x + float(np.sqrt(1.0 - ratio)) * z
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -373,47 +335,16 @@ class GaussianDiffusion:
                           self.ddim_step_from_output(out, x_t, idx, eta, generator), out["pred_xstart"])
 
     # ---------------------------------------------------------------- loops
-    def nearest_index(self, t: int) -> int:
-        """The process index whose original timestep is nearest to ``t`` (ties: the lower)."""
-        return int(np.argmin(np.abs(self.timestep_map - int(t))))
-
-    def restart_plan(self, first: int, restarts: Sequence[Restart] = ()) -> list[int | tuple[int, int]]:
-        """The moves of a reverse pass from process index ``first``: an int ``i`` is a reverse step at index i (to
-        noise level i - 1), a pair ``(a, b)`` a forward jump :meth:`renoise` from level a to level b. Without
-        ``restarts``: first, first - 1, ..., 0. Each :class:`Restart` inserts, once level j_min is reached,
-        ``repeats`` x [(j_min, j_max), j_max, ..., j_min + 1]."""
-        levels: dict[int, tuple[int, int]] = {}
-        for r in restarts:
-            lo, hi = self.nearest_index(r.t_min), self.nearest_index(r.t_max)
-            if r.repeats < 0 or r.t_max <= r.t_min or not lo < hi:
-                raise SaliencyNoiseError(f"Restart needs t_min < t_max on two distinct kept timesteps and repeats >= 0, "
-                                         f"got {r} (nearest kept timesteps {self.timestep_map[lo]} and "
-                                         f"{self.timestep_map[hi]})")
-            if hi > first:
-                raise SaliencyNoiseError(f"Restart {r} reaches above the first step (t = {self.timestep_map[first]})")
-            if lo in levels:
-                raise SaliencyNoiseError(f"two Restart intervals start at t = {self.timestep_map[lo]}")
-            levels[lo] = (hi, r.repeats)
-        plan: list[int | tuple[int, int]] = []
-        for i in range(first, -1, -1):
-            plan.append(i)
-            if i - 1 in levels:
-                hi, repeats = levels[i - 1]
-                for _ in range(repeats):
-                    plan.append((i - 1, hi))
-                    plan.extend(range(hi, i - 1, -1))
-        return plan
-
     def sample_progressive(self, model: Model, x_T: torch.Tensor, y: torch.Tensor | None = None, *,
                            method: str = "ddpm", eta: float = 0.0, start_index: int | None = None,
-                           restarts: Sequence[Restart] = (), generator: torch.Generator | None = None,
+                           generator: torch.Generator | None = None,
                            progress: bool = False) -> Iterator[StepOutput]:
         """Run the reverse process from the caller's ``x_T`` and yield (t, x_{t-1}, pred x_0) every step.
 
         ``x_T``: ``[N, C, H, W]`` (Gaussian noise, crafted noise, or an image noised to ``start_index``).
         ``start_index``: first process index (default the last, T-1); smaller values start part-way
-        (SDEdit-style). ``method``: "ddpm" (ancestral, Eq. 5) or "ddim" (with ``eta``). ``restarts``: Restart
-        intervals (:meth:`restart_plan`); their forward jumps draw from ``generator`` and yield nothing.
+        (SDEdit-style). ``method``: "ddpm" (ancestral, Eq. 5) or "ddim" (with ``eta``); ``generator`` drives
+        the sampler's own noise.
         """
         check_image_batch("x_T", x_T)
         if method not in ("ddpm", "ddim"):
@@ -421,20 +352,16 @@ class GaussianDiffusion:
         first = self.num_timesteps - 1 if start_index is None else start_index
         if not 0 <= first < self.num_timesteps:
             raise SaliencyNoiseError(f"start_index must be in [0, {self.num_timesteps - 1}], got {first}")
-        plan = self.restart_plan(first, restarts)
+        plan = range(first, -1, -1)
         if progress:
-            from tqdm.auto import tqdm
             plan = tqdm(plan, desc=f"{method} sampling", leave=False)
         x = x_T
-        for move in plan:
-            if isinstance(move, tuple):
-                x = self.renoise(x, move[0], move[1], generator=generator)
-                continue
+        for i in plan:
             with torch.no_grad():
                 if method == "ddpm":
-                    step = self.ddpm_step(model, x, move, y, generator=generator)
+                    step = self.ddpm_step(model, x, i, y, generator=generator)
                 else:
-                    step = self.ddim_step(model, x, move, y, eta=eta, generator=generator)
+                    step = self.ddim_step(model, x, i, y, eta=eta, generator=generator)
             x = step.sample
             yield step
 

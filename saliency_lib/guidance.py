@@ -1,8 +1,7 @@
 """Guidance: strengthen the class condition of a class-conditional DDPM at sampling time.
 
 Classifier-free guidance (Ho & Salimans 2022) uses the DDPM itself; classifier guidance (Dhariwal & Nichol 2021)
-a separate noise-aware classifier; discriminator guidance (Kim et al. 2022) a discriminator between noised data and
-noised samples, which corrects the model's score where its samples differ from the data. All are wrappers with the
+a separate noise-aware classifier. Both are wrappers with the
 UNet's call signature ``model(x_t, t, y=labels)`` that return a modified epsilon, so every sampler uses them as it
 uses the UNet; they compose (``ClassifierGuidedModel(CFGModel(unet, w), classifier, s, ...)``).
 
@@ -53,7 +52,7 @@ class CFGModel(nn.Module):
 
 
 class GradientGuidedModel(nn.Module):
-    """The shared form of classifier and discriminator guidance: a log-density term f(x_t, t, y) whose gradient is
+    """Gradient guidance, the form classifier guidance takes: a log-density term f(x_t, t, y) whose gradient is
     added to the model's score, which on epsilon reads
 
         eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} f(x_t, t, y)
@@ -117,17 +116,3 @@ class ClassifierGuidedModel(GradientGuidedModel):
 
     def log_term(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(outputs, dim=-1).gather(1, y.view(-1, 1)).squeeze(1)
-
-
-class DiscriminatorGuidedModel(GradientGuidedModel):
-    """Discriminator guidance (Kim et al. 2022, "Refining generative process with discriminator guidance", Eq. 7-8,
-    class-conditional form): f = log(d / (1 - d)) for a discriminator d(x_t, y, t) = p(real | x_t, y, t) trained to
-    tell noised data from noised samples of the guided DDPM (``train discriminator``). At the optimum,
-    d / (1 - d) = p_data(x_t | y) / p_model(x_t | y), so adding its score corrects the model's score towards the
-    data's: the correction acts where the DDPM's samples differ from the data, not on the class posterior.
-    ``discriminator(x_t, t)`` -> ``[N, K]``: one logit log(d / (1 - d)) per class, of which class y's is used
-    (a :class:`~saliency_lib.classifiers.NoisyClassifier` trained with a binary loss on its class-y output).
-    """
-
-    def log_term(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return outputs.gather(1, y.view(-1, 1)).squeeze(1)

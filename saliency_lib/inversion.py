@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
 
 from .classifiers import Normalization
 from .errors import SaliencyNoiseError, check_image_batch, check_labels
@@ -189,14 +190,13 @@ def match_gradients(model: nn.Module, target: dict[str, torch.Tensor], labels: t
     opt = torch.optim.Adam([x], lr=cfg.lr)
 
     snaps: dict[int, torch.Tensor] = {}
-    history: list[torch.Tensor] = []
+    losses: list[torch.Tensor] = []
     best_loss = torch.full((r * b,), float("inf"), device=device)
     best_x = x.detach().clone()
     want = set(cfg.snapshots)
     interrupted = False
     iterator = range(cfg.iterations)
     if progress:
-        from tqdm.auto import tqdm
         iterator = tqdm(iterator, desc="inverting gradients", leave=False)
     i = 0
     try:
@@ -217,7 +217,7 @@ def match_gradients(model: nn.Module, target: dict[str, torch.Tensor], labels: t
                 better = loss.detach() < best_loss
                 best_loss = torch.where(better, loss.detach(), best_loss)
                 best_x[better] = x.detach()[better]
-            history.append(loss.detach())
+            losses.append(loss.detach())
             loss.sum().backward()
             if cfg.signed:
                 x.grad.sign_()
@@ -243,7 +243,7 @@ def match_gradients(model: nn.Module, target: dict[str, torch.Tensor], labels: t
     best_loss_rb = best_loss.reshape(r, b)
     pick = best_loss_rb.argmin(dim=0)                      # [B]
     sel = pick * b + torch.arange(b, device=pick.device)  # flat index of the kept restart
-    hist = torch.stack(history)[:, sel] if history else torch.zeros(0, b)
+    hist = torch.stack(losses)[:, sel] if losses else torch.zeros(0, b)
     result = IGResult(snapshots={k: v[sel] for k, v in sorted(snaps.items())}, best=best_x[sel],
                       labels=labels)
     stats = {"loss": hist.cpu(), "best_loss": best_loss_rb.min(dim=0).values.cpu(), "iterations_done": done,

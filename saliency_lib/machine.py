@@ -11,7 +11,7 @@ CPUINFO = Path("/proc/cpuinfo")
 def cpu_description(cpuinfo: Path = CPUINFO) -> dict:
     """The CPU's architecture, model name and whether it has AVX512-BF16 / AMX-BF16, read from ``cpuinfo`` (Linux's
     /proc/cpuinfo; the first processor's entry). Where the file cannot be read (other systems) the model name is
-    ``""`` and both flags False. Whether bf16 autocast speeds up training depends on these (model card, History 27)."""
+    ``""`` and both flags False. Whether bf16 autocast speeds up training depends on these."""
     info = {"machine": platform.machine(), "model_name": "", "avx512_bf16": False, "amx_bf16": False}
     try:
         text = cpuinfo.read_text()

@@ -78,7 +78,7 @@ def mix_with_gaussian(crafted: torch.Tensor, strength: float, generator: torch.G
 
 def phase_transplant(crafted: torch.Tensor, generator: torch.Generator | None = None,
                      fresh: torch.Tensor | None = None) -> torch.Tensor:
-    """The crafted noise's Fourier phases on a Gaussian noise's amplitudes (model card, History 26).
+    """The crafted noise's Fourier phases on a Gaussian noise's amplitudes.
 
     x_T = F^-1(|F(eps)| exp(i arg F(crafted))), per image and channel, F the orthonormal 2-D real FFT and
     eps ~ N(0, I) (``fresh``, or drawn from ``generator``). Where an image's layout lives in the phases of its

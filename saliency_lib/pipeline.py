@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image
+from torch import nn
 
-from .diffusion import Restart
+from . import data
+from .classifiers import Normalization, load_classifier
 from .errors import SaliencyNoiseError, check_image_batch, check_labels
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
-from .presets import REPO_ROOT, Preset
+from .presets import Preset
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,6 @@ class Sampler:
     eta: float = 0.0       # DDIM noise (0 = deterministic)
     guidance: float | None = None  # classifier-free guidance weight w (guidance.py); None = the preset's default
     classifier_scale: float | None = None  # classifier guidance scale s (guidance.py); None = the preset's default
-    restarts: tuple[Restart, ...] = ()     # Restart intervals (diffusion.Restart; Xu et al. 2023); () = none
 
     def __post_init__(self) -> None:
         if self.method not in ("ddim", "ddpm"):
@@ -68,14 +70,11 @@ class Sampler:
     @property
     def label(self) -> str:
         return (f"{self.method.upper()}-{self.steps}" + ("" if self.guidance is None else f", w={self.guidance:g}")
-                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}")
-                + "".join(f", restart {r.t_min}-{r.t_max} x{r.repeats}" for r in self.restarts))
+                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}"))
 
 
 def guide_batch(n: int, start: int = 0, size: int = 32):
     """Held-out guide images of the tiny preset's dataset (split "guides", never trained on)."""
-    from . import data
-
     return data.make_batch("guides", start, n, size)
 
 
@@ -88,8 +87,6 @@ class Guides:
 
 def load_guide_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
     """Image files -> ``[G, 3, size, size]`` in [-1, 1] (centre square crop, bicubic resize)."""
-    from PIL import Image
-
     out = []
     for path in paths:
         if not Path(path).is_file():
@@ -124,7 +121,7 @@ def guides_for(preset: Preset, n: int, paths: Sequence[str | Path] = (), labels:
 class CraftedNoise:
     noises: dict[int, torch.Tensor]   # IG step k -> standardized noise [B, 3, S, S] at the DDPM resolution
     raw: dict[int, torch.Tensor]      # IG step k -> IG image [B, 3, H, W] in the classifier space
-    stats: dict                       # IG stats (loss history [iters, B], best_loss, cached, ...)
+    stats: dict                       # IG stats (losses [iters, B], best_loss, cached, ...)
 
     def __getitem__(self, k: int) -> torch.Tensor:
         if k not in self.noises:
@@ -134,20 +131,23 @@ class CraftedNoise:
 
 def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | None, steps: Sequence[int] = (1000,),
                 seed: int = 0, ig: IGConfig | None = None, cache_dir: str | Path | None = None,
-                progress: bool = False) -> CraftedNoise:
+                progress: bool = False, classifier: nn.Module | None = None) -> CraftedNoise:
     """Alg. 1 lines 1-3: IG against the preset's classifier, snapshots at ``steps``, standardized.
 
     guides: ``[B, 3, H, W]`` in [-1, 1] (diffusion space). The IG run lasts ``max(steps)`` iterations
     (its LR milestones are fractions of that) unless ``ig`` says otherwise; the other IG settings default
-    to the preset's (``preset.ig_config``).
+    to the preset's (``preset.ig_config``). ``classifier``: invert this one instead of ``preset.classifier``
+    (its ``config.normalization`` gives its input space), e.g. one of ``preset.ig_alternatives``.
     """
     check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
     steps = sorted(set(int(s) for s in steps))
     base = ig or dataclasses.replace(preset.ig_config, iterations=max(steps))
     cfg = dataclasses.replace(base, snapshots=tuple(steps))
-    device = next(preset.classifier.parameters()).device
-    result, stats = cached_invert_gradients(preset.classifier, preset.normalization.from_diffusion(guides.to(device)),
-                                            labels if labels is None else labels.to(device), preset.normalization,
+    model = preset.classifier if classifier is None else classifier
+    norm = preset.normalization if classifier is None else classifier.config.normalization
+    device = next(model.parameters()).device
+    result, stats = cached_invert_gradients(model, norm.from_diffusion(guides.to(device)),
+                                            labels if labels is None else labels.to(device), norm,
                                             cfg, seed=seed, cache_dir=cache_dir, progress=progress)
     noises = {k: resize(standardize(v), preset.image_size) for k, v in result.snapshots.items()}
     return CraftedNoise(noises=noises, raw=result.snapshots, stats=stats)
@@ -192,7 +192,7 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0);
     ``sampler.guidance`` the classifier-free guidance weight, ``sampler.classifier_scale`` the classifier
     guidance scale (None: the preset's). ``model``: the denoiser ``model(x_t, t, y=labels)`` to sample instead of
-    ``sampler.denoiser(preset)`` (a probe's own wrapper of it, e.g. ``guidance.DiscriminatorGuidedModel``).
+    ``sampler.denoiser(preset)`` (e.g. your own guidance wrapper of it).
     """
     check_image_batch("x_T", x_T, channels=3, size=preset.image_size)
     device = next(preset.unet.parameters()).device
@@ -202,24 +202,23 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     denoiser = sampler.denoiser(preset) if model is None else model
     with torch.no_grad():
         return diffusion.sample(denoiser, x_T.to(device), y, method=sampler.method, eta=sampler.eta,
-                                restarts=sampler.restarts, generator=g, progress=progress)
+                                generator=g, progress=progress)
 
 
-def saliency_classifier(preset: Preset, trained: str | Path | None = None):
-    """The classifier that saliency maps (feature maps, FGSM, input gradients) are taken from.
+def saliency_classifier(preset: Preset, trained: str | Path | None = None) -> tuple[nn.Module, Normalization]:
+    """The classifier that saliency maps (feature maps, FGSM, input gradients) are taken from, and its input space.
 
-    Saliency needs a network that recognises the object. That is ``preset.classifier`` for imagenet128
-    (the paper's ResNet18); the tiny preset's IG classifier is untrained on purpose, so there the trained
-    small ResNet at ``trained`` (default ``checkpoints/resnet_plain``, shipped in the repository) is used.
-    Returns ``(model, normalization)``.
+    Saliency needs a network that recognises the object: ``preset.saliency_classifier`` where the preset ships one
+    (the tiny preset's IG classifier is untrained on purpose, so it ships a trained small ResNet for this), else
+    ``preset.classifier`` (imagenet128: the paper's ResNet18). ``trained``: a classifier weights file to use instead.
     """
-    if preset.name != "tiny":
+    if trained is not None:
+        if not Path(trained).is_file():
+            raise SaliencyNoiseError(f"saliency classifier {str(trained)!r} does not exist; expected classifier "
+                                     "weights written by `python -m saliency_lib.train classifier`")
+        model = load_classifier(trained).to(next(preset.unet.parameters()).device)
+    elif preset.saliency_classifier is not None:
+        model = preset.saliency_classifier
+    else:
         return preset.classifier, preset.normalization
-    from .classifiers import load_classifier
-
-    path = Path(trained) if trained is not None else REPO_ROOT / "checkpoints" / "resnet_plain" / "model.safetensors"
-    if not path.exists():
-        raise SaliencyNoiseError(f"the tiny preset's saliency classifier {path} is missing (it is shipped in "
-                                 "the repository; retrain with `python -m saliency_lib.train classifier`)")
-    model = load_classifier(path).to(next(preset.unet.parameters()).device)
     return model, model.config.normalization

@@ -5,10 +5,17 @@ Images are ``[N, 3, H, W]`` in [-1, 1] (diffusion space) unless a function says 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
+import torchvision
+
+from .errors import SaliencyNoiseError
+from .weights import atomic_write_bytes
 
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
@@ -25,7 +32,7 @@ def enlarge(images01: torch.Tensor, factor: int) -> torch.Tensor:
     """``[N, C, H, W]`` images with every pixel repeated ``factor`` x ``factor`` times (no smoothing, so 32x32
     samples stay as the judge sees them when viewed at a readable size)."""
     if factor < 1:
-        raise ValueError(f"enlarge factor must be >= 1, got {factor}")
+        raise SaliencyNoiseError(f"enlarge factor must be >= 1, got {factor}")
     return images01.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
@@ -45,7 +52,6 @@ def save_class_rows(images: torch.Tensor, y: torch.Tensor, num_classes: int, pat
     """Save a PNG with one row per class c: the first ``columns`` of ``images`` ``[N, 3, H, W]`` (in [-1, 1]) drawn
     for class c (``y`` ``[N]``), as the guidance sweeps and sampling probes store their samples. Rows hold
     min(columns, N // num_classes) images (class-balanced batches fill every row)."""
-    import torchvision
 
     rows = torch.cat([images[y == c][:columns] for c in range(num_classes)])
     torchvision.utils.save_image(to_display(rows), path, nrow=max(1, min(columns, len(y) // num_classes)))
@@ -55,7 +61,6 @@ def save_class_rows(images: torch.Tensor, y: torch.Tensor, num_classes: int, pat
 def show_grid(images01: torch.Tensor, nrow: int, title: str | None = None, row_labels: Sequence[str] | None = None,
               col_labels: Sequence[str] | None = None, scale: float = 0.9, ax=None):
     """Show a grid of ``[N, 3, H, W]`` images in [0, 1]; returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
 
     n, _, h, w = images01.shape
     rows = (n + nrow - 1) // nrow
@@ -78,9 +83,7 @@ def show_grid(images01: torch.Tensor, nrow: int, title: str | None = None, row_l
 
 def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     """Save a figure atomically (temporary file + rename) as PNG."""
-    import io
 
-    from .weights import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -91,7 +94,6 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
 # ------------------------------------------------------------------------------ evaluation plots (rows of
 # `evaluate.run_protocol`: metric values are [mean, lo, hi] with a 95% bootstrap CI over guides)
 def _err(values: Sequence[Sequence[float]]):
-    import numpy as np
 
     v = np.asarray(values, dtype=float)
     return v[:, 0], np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])
@@ -99,7 +101,6 @@ def _err(values: Sequence[Sequence[float]]):
 
 def plot_iou_vs_k(rows: Sequence[dict], ax=None):
     """Layout IoU against the IG step k, with the Gaussian-noise level as a band."""
-    import matplotlib.pyplot as plt
 
     fig, ax = (plt.subplots(figsize=(4.5, 3)) if ax is None else (ax.figure, ax))
     ks = [r for r in rows if r["group"] == "k"]
@@ -115,7 +116,6 @@ def plot_iou_vs_k(rows: Sequence[dict], ax=None):
 
 def plot_tradeoff(rows: Sequence[dict], ax=None):
     """Layout IoU against target-class accuracy along the strength curve (and the other sources)."""
-    import matplotlib.pyplot as plt
 
     fig, ax = (plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax))
     st = [r for r in rows if r["group"] == "strength"]
@@ -136,7 +136,6 @@ def plot_tradeoff(rows: Sequence[dict], ax=None):
 
 def plot_iou_vs_time(rows: Sequence[dict], ax=None):
     """Layout IoU against wall time per image (noise crafting share + sampling), log x."""
-    import matplotlib.pyplot as plt
 
     fig, ax = (plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax))
     for r in rows:

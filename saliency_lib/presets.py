@@ -26,18 +26,31 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+from tqdm.auto import tqdm
 
-from .classifiers import (ClassifierConfig, Normalization, NoisyClassifierEnsemble, imagenet_class_names,
-                          load_classifier, load_noisy_classifier, load_segmenter)
+from . import data
+from .classifiers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClassifierConfig,
+    Normalization,
+    imagenet_class_names,
+    load_classifier,
+    load_noisy_classifier,
+    load_segmenter,
+)
 from .diffusion import DiffusionConfig, GaussianDiffusion, diffusion_config_from_flags
 from .errors import DownloadError, SaliencyNoiseError
+from .guidance import CFGModel, ClassifierGuidedModel
 from .inversion import IGConfig
-from .unet import DenoiserEnsemble, EncoderUNet, TimestepExperts, UNet, classifier_config_from_guided_diffusion_flags, load_unet
-from .weights import read_metadata
+from .unet import TimestepExperts, UNet, load_unet
+from .unet_encoder import EncoderUNet, classifier_config_from_guided_diffusion_flags
+from .weights import load_module_weights, load_torch_checkpoint, read_metadata
 
 ADM128_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/128x128_diffusion.pt"
 # Flags of the 128x128 class-conditional model, as in guided-diffusion's README (MODEL_FLAGS).
@@ -53,7 +66,7 @@ ADM128_CLASSIFIER_FLAGS = {
     "classifier_pool": "attention", "classifier_resblock_updown": True, "classifier_use_scale_shift_norm": True}
 ADM128_CLASSIFIER_CONFIG = classifier_config_from_guided_diffusion_flags(ADM128_CLASSIFIER_FLAGS)
 ADM128_CLASSIFIER_SCALE = 0.5
-REPO_ROOT = Path(__file__).resolve().parent.parent               # the checkout (shipped data and checkpoints)
+REPO_ROOT = Path(__file__).resolve().parent.parent               # the checkout (shipped data)
 REPO_DATA = REPO_ROOT / "data"                                      # shipped data: models, IG cache of the notebooks
 TINY_DIR = REPO_DATA / "models" / "tiny"
 
@@ -101,8 +114,6 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, progr
                 have = 0
             total = resp.headers.get("Content-Length")
             total = int(total) + have if total is not None else None
-            from tqdm.auto import tqdm
-
             with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                                                  desc=dest.name, disable=not progress) as bar:
                 try:
@@ -150,6 +161,10 @@ class Preset:
                                          # > 0 needs a UNet trained with a null class, see guidance.py)
     noisy_classifier: nn.Module | None = None  # noise-aware classifier p(y | x_t, t) for classifier guidance
     classifier_scale: float = 0.0        # default classifier guidance scale s (0 = none; > 0 needs noisy_classifier)
+    saliency_classifier: nn.Module | None = None  # what saliency maps are taken from (None: `classifier`); the tiny
+                                                  # preset's IG classifier is untrained, so it ships a trained one
+    ig_alternatives: dict[str, nn.Module] = field(default_factory=dict)  # other classifiers IG can invert, by
+                                                  # name (tiny: the trained ones the protocol compares)
 
     def diffusion(self, respacing: str | None = None) -> GaussianDiffusion:
         """The diffusion process, optionally respaced (e.g. "ddim25", "250")."""
@@ -159,8 +174,6 @@ class Preset:
         """The model the sampling loops call, ``model(x_t, t, y=labels)``: the UNet, wrapped in classifier-free
         guidance with weight ``guidance`` (None: the preset's ``guidance_weight``) when that is > 0, and that in
         classifier guidance with scale ``classifier_scale`` (None: the preset's) when that is > 0."""
-        from .guidance import CFGModel, ClassifierGuidedModel
-
         weight = self.guidance_weight if guidance is None else float(guidance)
         scale = self.classifier_scale if classifier_scale is None else float(classifier_scale)
         model = self.unet
@@ -176,6 +189,13 @@ class Preset:
             model = ClassifierGuidedModel(model, self.noisy_classifier, scale, self.diffusion().alphas_cumprod)
         return model
 
+    def unet_bands(self) -> list[tuple[nn.Module, int, int]]:
+        """Which UNet of the DDPM denoises which original timesteps, ``[(unet, t_lo, t_hi), ...]`` with
+        ``t_lo <= t < t_hi``, from the highest noise levels down: one band [0, T) for a single UNet, one per UNet for
+        a chain of experts (:class:`~saliency_lib.unet.TimestepExperts`)."""
+        T = self.diffusion_config.num_steps
+        return self.unet.bands(T) if isinstance(self.unet, TimestepExperts) else [(self.unet, 0, T)]
+
     def class_id(self, name_or_id: str | int) -> int:
         if isinstance(name_or_id, int):
             if not 0 <= name_or_id < len(self.class_names):
@@ -186,7 +206,8 @@ class Preset:
         return self.class_names.index(name_or_id)
 
     def to(self, device: str | torch.device) -> "Preset":
-        for m in (self.unet, self.classifier, self.judge_classifier, self.judge_segmenter, self.noisy_classifier):
+        for m in (self.unet, self.classifier, self.judge_classifier, self.judge_segmenter, self.noisy_classifier,
+                  self.saliency_classifier, *self.ig_alternatives.values()):
             if m is not None:
                 m.to(device)
         return self
@@ -211,12 +232,10 @@ def with_ddpm_file(preset: Preset, path: str | os.PathLike) -> Preset:
     return dataclasses.replace(preset, unet=unet.eval().to(device), diffusion_config=diff_cfg)
 
 
-def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os.PathLike | Sequence[str | os.PathLike],
+def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os.PathLike,
                       below_t: int) -> TimestepExperts:
     """The DDPM ``high`` (trained for ``diff_cfg``) with the UNet in ``path`` taking the timesteps t < ``below_t``
     (a low-noise expert, :class:`~saliency_lib.unet.TimestepExperts`, trained with ``train ddpm --t-max``).
-    Several paths make that expert the mean of their predictions (:class:`~saliency_lib.unet.DenoiserEnsemble`,
-    History 33).
 
     Experts stack: the new expert always takes every t < ``below_t``. When ``high`` already hands t < t_0 to an
     expert and ``below_t`` < t_0, that expert keeps [below_t, t_0) (so experts are added from high to low noise,
@@ -224,18 +243,12 @@ def low_noise_experts(high: nn.Module, diff_cfg: DiffusionConfig, path: str | os
     new expert covers all of its range and replaces it."""
     while isinstance(high, TimestepExperts) and below_t >= high.below_t:
         high = high.high   # the previous expert would never be called: drop it
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    if not paths:
-        raise SaliencyNoiseError("low_noise_experts: no weights file for the expert")
     device = next(high.parameters()).device
-    members = []
-    for p in paths:
-        low, low_cfg = load_ddpm_file(p)
-        if low_cfg != diff_cfg:
-            raise SaliencyNoiseError(f"{p}: the expert was trained for {low_cfg}, the DDPM for {diff_cfg}; they "
-                                     "must share one diffusion process")
-        members.append(low.eval().to(device))
-    return TimestepExperts(high, members[0] if len(members) == 1 else DenoiserEnsemble(members), below_t)
+    low, low_cfg = load_ddpm_file(path)
+    if low_cfg != diff_cfg:
+        raise SaliencyNoiseError(f"{path}: the expert was trained for {low_cfg}, the DDPM for {diff_cfg}; they "
+                                 "must share one diffusion process")
+    return TimestepExperts(high, low.eval().to(device), below_t)
 
 
 def expert_thresholds(n_experts: int, below_ts: list[int], default: int = 500) -> list[int]:
@@ -249,32 +262,31 @@ def expert_thresholds(n_experts: int, below_ts: list[int], default: int = 500) -
     return thresholds
 
 
-def with_low_noise_expert(preset: Preset, path: str | os.PathLike | Sequence[str | os.PathLike], below_t: int) -> Preset:
-    """``preset`` whose DDPM hands the timesteps t < ``below_t`` to the UNet in ``path`` (or the mean of the UNets
-    in several paths), for comparisons."""
+def with_low_noise_expert(preset: Preset, path: str | os.PathLike, below_t: int) -> Preset:
+    """``preset`` whose DDPM hands the timesteps t < ``below_t`` to the UNet in ``path``, for comparisons."""
     return dataclasses.replace(preset, unet=low_noise_experts(preset.unet, preset.diffusion_config, path, below_t))
 
 
 def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -> Preset:
     """The embedded preset: 32x32 shapes DDPM, IG classifier and judge models from ``data/models/tiny``."""
-    from . import data
-
     d = Path(model_dir) if model_dir is not None else TINY_DIR
     manifest_path = d / "preset.json"
     if not manifest_path.exists():
         raise SaliencyNoiseError(f"the tiny preset's files are missing: no {manifest_path}; the repository "
                                  "ships them under data/models/tiny")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise SaliencyNoiseError(f"{manifest_path} is not valid JSON ({err}); restore it from the repository") from None
     unet, diff_cfg = load_ddpm_file(d / manifest["ddpm"])
-    experts = manifest.get("ddpm_low_noise", [])   # {"file": ..., "below_t": ...}: a low-noise expert (History 15),
+    experts = manifest.get("ddpm_low_noise", [])   # {"file": ..., "below_t": ...}: a low-noise expert,
     experts = [experts] if isinstance(experts, dict) else experts   # or a chain of them, by decreasing below_t
     try:
         thresholds = expert_thresholds(len(experts), [e["below_t"] for e in experts])
     except SaliencyNoiseError as err:
         raise SaliencyNoiseError(f"{manifest_path}, ddpm_low_noise: {err}") from None
-    for expert, below_t in zip(experts, thresholds):   # "file": one name, or a list whose UNets are averaged
-        files = [expert["file"]] if isinstance(expert["file"], str) else expert["file"]
-        unet = low_noise_experts(unet, diff_cfg, [d / f for f in files], below_t)
+    for expert, below_t in zip(experts, thresholds):
+        unet = low_noise_experts(unet, diff_cfg, d / expert["file"], below_t)
     classifier = load_classifier(d / manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,
@@ -284,21 +296,13 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   judge_segmenter=load_segmenter(d / manifest["judge_segmenter"]),
                   info=manifest, ig_config=IGConfig(**manifest.get("ig", {})),
                   guidance_weight=float(manifest.get("guidance_weight", 0.0)),
-                  noisy_classifier=_manifest_noisy_classifier(d, manifest.get("noisy_classifier"), manifest_path),
-                  classifier_scale=float(manifest.get("classifier_scale", 0.0))).to(device)
-
-
-def _manifest_noisy_classifier(d: Path, entry: str | list[str] | None, manifest_path: Path) -> nn.Module | None:
-    """The manifest's ``noisy_classifier``: absent (None), one weights file, or a list of files guided with as their
-    normalised product (:class:`~saliency_lib.classifiers.NoisyClassifierEnsemble`; model card, History 21)."""
-    if entry is None:
-        return None
-    if isinstance(entry, str):
-        return load_noisy_classifier(d / entry)
-    if not isinstance(entry, list) or not entry or not all(isinstance(f, str) for f in entry):
-        raise SaliencyNoiseError(f"{manifest_path}, noisy_classifier: expected a file name or a non-empty list of "
-                                 f"them, got {entry!r}")
-    return NoisyClassifierEnsemble([load_noisy_classifier(d / f) for f in entry]).eval()
+                  noisy_classifier=(load_noisy_classifier(d / manifest["noisy_classifier"])
+                                    if "noisy_classifier" in manifest else None),
+                  classifier_scale=float(manifest.get("classifier_scale", 0.0)),
+                  saliency_classifier=(load_classifier(d / manifest["saliency_classifier"])
+                                       if "saliency_classifier" in manifest else None),
+                  ig_alternatives={name: load_classifier(d / f)
+                                   for name, f in manifest.get("ig_classifier_alternatives", {}).items()}).to(device)
 
 
 def load_imagenet128(device: str = "cuda", progress: bool = True, classifier_guidance: bool = False) -> Preset:
@@ -306,11 +310,6 @@ def load_imagenet128(device: str = "cuda", progress: bool = True, classifier_gui
 
     ``classifier_guidance``: also download guided-diffusion's noise-aware 128x128 classifier (42.6M parameters; not part
     of the paper's recipe) and sample with classifier guidance at its README's scale, s = 0.5 (ADM-G)."""
-    from torchvision.models import ResNet18_Weights, resnet18
-
-    from .classifiers import IMAGENET_MEAN, IMAGENET_STD
-    from .weights import load_module_weights, load_torch_checkpoint
-
     ddpm_path = download(ADM128_URL, checkpoint_dir() / "128x128_diffusion.pt",
                          sha256=os.environ.get("SALIENCY_NOISE_ADM128_SHA256"), progress=progress)
     unet = UNet.from_guided_diffusion_flags(ADM128_FLAGS)
@@ -335,8 +334,7 @@ def load_imagenet128(device: str = "cuda", progress: bool = True, classifier_gui
 def load_adm128_classifier(progress: bool = True) -> EncoderUNet:
     """guided-diffusion's ``128x128_classifier.pt`` (downloaded once into the torch hub cache, like the DDPM; its
     sha256 pinned by ``SALIENCY_NOISE_ADM128_CLASSIFIER_SHA256`` if set) as an
-    :class:`~saliency_lib.unet.EncoderUNet` reading x_t ``[N, 3, 128, 128]`` and original t, strictly loaded."""
-    from .weights import load_module_weights, load_torch_checkpoint
+    :class:`~saliency_lib.unet_encoder.EncoderUNet` reading x_t ``[N, 3, 128, 128]`` and original t, strictly loaded."""
 
     path = download(ADM128_CLASSIFIER_URL, checkpoint_dir() / ADM128_CLASSIFIER_URL.rsplit("/", 1)[1],
                     sha256=os.environ.get("SALIENCY_NOISE_ADM128_CLASSIFIER_SHA256"), progress=progress)

@@ -79,13 +79,6 @@ def input_gradient_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
     return _input_gradient(model, x, y).abs().amax(dim=1, keepdim=True)
 
 
-def input_gradient_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The raw input gradient, standardized (a noise whose energy sits where the classifier looks)."""
-    check_image_batch("x", x)
-    y = check_labels("y", y, x.shape[0], _num_logits(model, x))
-    return standardize(_input_gradient(model, x, y))
-
-
 def _normalize_map(s: torch.Tensor) -> torch.Tensor:
     lo = s.flatten(1).min(1).values.view(-1, 1, 1, 1)
     hi = s.flatten(1).max(1).values.view(-1, 1, 1, 1)

@@ -24,8 +24,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
+import papermill as pm
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from tqdm.auto import tqdm
+
 from .errors import SaliencyNoiseError
 from .outputs import Mismatch, compare_notebooks
+from .weights import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -66,7 +73,6 @@ def parse_value(text: str):
 
 def run_notebook(path: Path, out_dir: Path, parameters: dict, kernel: str | None = None) -> SuiteResult:
     """Execute one notebook with papermill (cwd = the notebook's folder); raise :class:`NotebookFailed`."""
-    import papermill as pm
 
     out = out_dir / path.stem / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +99,6 @@ def execute(path: Path, kernel: str = "python3", timeout: int = 2000):
     """Execute a copy of ``path`` with its own parameters (cwd = its folder); return the executed notebook.
 
     ``timeout`` is per cell, in seconds. Raises :class:`NotebookFailed` naming the failing cell."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, record_timing=False,
@@ -110,9 +113,7 @@ def execute(path: Path, kernel: str = "python3", timeout: int = 2000):
 def store_outputs(path: Path, kernel: str = "python3", timeout: int = 2000) -> SuiteResult:
     """Execute ``path`` in place with its own parameters (the outputs that ``check_outputs`` compares
     against), atomically."""
-    import nbformat
 
-    from .weights import atomic_write_bytes
 
     t0 = time.time()
     nb = execute(path, kernel, timeout)
@@ -124,7 +125,6 @@ def store_outputs(path: Path, kernel: str = "python3", timeout: int = 2000) -> S
 def check_outputs(path: Path, kernel: str = "python3", timeout: int = 2000) -> tuple[SuiteResult, list[Mismatch]]:
     """Execute a copy of ``path`` and compare it with the outputs stored in ``path`` (see ``outputs``):
     the mismatches, empty when the stored outputs are reproduced to within each cell's tolerance."""
-    import nbformat
 
     t0 = time.time()
     stored = nbformat.read(path, as_version=4)
@@ -161,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     except SaliencyNoiseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from tqdm.auto import tqdm
 
     bar = tqdm(books, desc="notebooks", unit="nb")
     failed: list[str] = []

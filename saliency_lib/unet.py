@@ -22,6 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import SaliencyNoiseError, WeightsError, check_image_batch
+from .weights import (
+    config_from_metadata,
+    config_to_metadata,
+    load_module_weights,
+    load_tensors,
+    load_torch_checkpoint,
+    save_tensors,
+)
 
 # Keys of guided-diffusion's model_and_diffusion_defaults() that configure the diffusion, not the UNet.
 DIFFUSION_FLAG_KEYS = frozenset({
@@ -314,9 +322,9 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(qkv_attention(self.qkv_proj(x), self.num_heads, new_order=True))[:, :, 0]
 
 
-def block_factories(cfg: "UNetConfig | EncoderUNetConfig"):
+def block_factories(cfg: Any):
     """``res(cin, cout, up=/down=)`` and ``attn(ch, heads)``: the ResBlock and AttentionBlock builders of a config
-    (embedding width 4 * model_channels), shared by :class:`UNet` and :class:`EncoderUNet`."""
+    (embedding width 4 * model_channels), shared by :class:`UNet` and the encoder of :mod:`.unet_encoder`."""
     emb_dim = 4 * cfg.model_channels
 
     def res(cin: int, cout: int, **kw: bool) -> ResBlock:
@@ -328,7 +336,7 @@ def block_factories(cfg: "UNetConfig | EncoderUNetConfig"):
     return res, attn
 
 
-def encoder_blocks(cfg: "UNetConfig | EncoderUNetConfig", res, attn) -> tuple[nn.ModuleList, list[int], int, int]:
+def encoder_blocks(cfg: Any, res, attn) -> tuple[nn.ModuleList, list[int], int, int]:
     """The ADM UNet's downsampling half (``input_blocks``), shared by :class:`UNet` and :class:`EncoderUNet`: a conv,
     then per level ``num_res_blocks`` ResBlocks (+ attention at ``attention_resolutions``) and, between levels, a
     downsampling block, built with :func:`block_factories`' ``res`` and ``attn``. Returns the blocks, the channels of
@@ -419,178 +427,6 @@ class UNet(nn.Module):
         check_image_batch("x", x, channels=self.config.in_channels, size=self.config.image_size)
 
 
-def grow_res_blocks(unet: UNet) -> UNet:
-    """A UNet with one more ResBlock per level (``num_res_blocks`` n -> n + 1) that computes exactly the same
-    function as ``unet`` (function-preserving growth, as Net2Net's deeper networks: Chen et al. 2016), for
-    fine-tuning with more capacity from a trained model. Its new blocks:
-
-    - in the encoder, a ResBlock (+ attention where the level has it) after each level's n blocks: the identity at
-      init, since ADM zero-initialises each ResBlock's last conv and each attention's projection;
-    - in the decoder, a block second in each level (the one that reads the new encoder block's skip connection,
-      which equals the old last block's output): its residual branch is zero and its 1x1 skip conv passes the
-      decoder's features ``h`` through and ignores the skip, ``[I | 0]``.
-
-    Every other block keeps its weights (the decoder's first block reads the same skip as before; the rest read
-    the skips that follow). New blocks draw their other weights from torch's global RNG (seed it)."""
-    cfg = unet.config
-    n = cfg.num_res_blocks
-    if n < 1:
-        raise SaliencyNoiseError(f"grow_res_blocks needs num_res_blocks >= 1, got {n}")
-    grown = UNet(dataclasses.replace(cfg, num_res_blocks=n + 1)).to(next(unet.parameters()).device)
-    for name in ("time_embed", "middle_block", "out") + (("label_emb",) if cfg.num_classes is not None else ()):
-        getattr(grown, name).load_state_dict(getattr(unet, name).state_dict())
-    levels = len(cfg.channel_mult)
-    # encoder: conv_in, then per level n (now n + 1) blocks and a downsampling block below the last level
-    old_i, new_i, enc = 1, 1, [(0, 0)]
-    for level in range(levels):
-        enc += [(old_i + j, new_i + j) for j in range(n)]
-        old_i, new_i = old_i + n, new_i + n + 1   # new block new_i + n: identity, keeps its init
-        if level != levels - 1:
-            enc.append((old_i, new_i))
-            old_i, new_i = old_i + 1, new_i + 1
-    # decoder: per level n + 1 (now n + 2) blocks; old block 0 -> new 0, new 1 inserted, old j >= 1 -> new j + 1
-    dec = [(lv * (n + 1) + j, lv * (n + 2) + (j if j == 0 else j + 1)) for lv in range(levels) for j in range(n + 1)]
-    for blocks_old, blocks_new, pairs in ((unet.input_blocks, grown.input_blocks, enc),
-                                          (unet.output_blocks, grown.output_blocks, dec)):
-        for o, g in pairs:
-            blocks_new[g].load_state_dict(blocks_old[o].state_dict())
-    with torch.no_grad():
-        for lv in range(levels):
-            res = grown.output_blocks[lv * (n + 2) + 1][0]
-            out_ch = res.skip_connection.out_channels
-            res.skip_connection.weight.zero_()
-            res.skip_connection.weight[:, :out_ch, 0, 0] = torch.eye(out_ch)
-            res.skip_connection.bias.zero_()
-    return grown
-
-
-@dataclass(frozen=True)
-class EncoderUNetConfig:
-    """The downsampling half of an ADM UNet as a noise-aware classifier (guided-diffusion's ``EncoderUNetModel``,
-    the classifier of classifier guidance; Dhariwal & Nichol 2021, Sec. 4). Fields as in :class:`UNetConfig`."""
-    image_size: int = 32                 # H = W of x_t
-    in_channels: int = 3                 # channels of x_t
-    model_channels: int = 32             # base width; the embedding is 4x as wide
-    out_channels: int = 8                # logits: the number of classes
-    num_res_blocks: int = 1              # ResBlocks per resolution level
-    attention_resolutions: tuple[int, ...] = (8,)    # resolutions in pixels that get self-attention
-    channel_mult: tuple[float, ...] = (1, 2, 2)      # width multiplier per level; len-1 downsamplings
-    dropout: float = 0.0                 # dropout inside ResBlocks
-    num_heads: int = 4                   # attention heads (when num_head_channels == -1)
-    num_head_channels: int = -1          # channels per head; overrides num_heads when != -1
-    use_scale_shift_norm: bool = True    # FiLM-like GroupNorm(h) * (1 + scale) + shift from the embedding
-    resblock_updown: bool = True         # ResBlocks do the downsampling (else Downsample convs)
-    use_new_attention_order: bool = False  # split qkv before heads (QKVAttention) vs legacy order
-    norm_groups: int = 32                # GroupNorm groups
-    pool: str = "adaptive"               # head after GroupNorm and SiLU: "adaptive" (global average pool, zero 1x1
-                                         # conv) or "attention" (AttentionPool2d; the official classifiers')
-    num_timesteps: int = 1000            # T of the diffusion whose x_t it reads (t in [0, T))
-
-    def __post_init__(self) -> None:
-        if self.pool not in ("adaptive", "attention"):
-            raise SaliencyNoiseError(f"EncoderUNetConfig.pool must be 'adaptive' or 'attention' (guided-diffusion's "
-                                     f"'spatial' pools are not implemented), got {self.pool!r}")
-        if self.pool == "attention" and self.num_head_channels < 1:
-            raise SaliencyNoiseError("EncoderUNetConfig: pool 'attention' needs num_head_channels >= 1")
-        if self.out_channels < 1 or self.num_timesteps < 1:
-            raise SaliencyNoiseError(f"EncoderUNetConfig: out_channels and num_timesteps must be >= 1, got {self}")
-
-    @property
-    def attention_ds(self) -> tuple[int, ...]:
-        return tuple(self.image_size // r for r in self.attention_resolutions)
-
-    @classmethod
-    def of_unet(cls, unet: UNetConfig, num_classes: int, num_timesteps: int = 1000) -> "EncoderUNetConfig":
-        """The encoder of the UNet ``unet`` (same blocks, so :meth:`EncoderUNet.init_from_unet` can copy them)."""
-        shared = {f.name: getattr(unet, f.name) for f in dataclasses.fields(cls)
-                  if f.name not in ("out_channels", "pool", "num_timesteps")}
-        return cls(**shared, out_channels=num_classes, num_timesteps=num_timesteps)
-
-
-class EncoderUNet(nn.Module):
-    """Noise-aware classifier p(y | x_t, t): the UNet's timestep embedding, ``input_blocks`` and ``middle_block``,
-    then ``out`` (GroupNorm, SiLU, and a pooling head: a global average pool and a zero-initialised 1x1 conv, or an
-    attention pool), with the ``state_dict`` keys of guided-diffusion's ``EncoderUNetModel``, so its official
-    classifiers (e.g. ``128x128_classifier.pt``) load strictly (:func:`classifier_config_from_guided_diffusion_flags`).
-
-    ``forward(x_t, t)``: ``x_t`` ``[N, C, H, W]`` a diffusion-space noised image (q(x_t | x_0), Eq. 2-3; no
-    classifier-space normalization), ``t`` ``[N]`` original timesteps in [0, T) -> logits ``[N, out_channels]``.
-    """
-
-    def __init__(self, config: EncoderUNetConfig):
-        super().__init__()
-        self.config = cfg = config
-        mc = cfg.model_channels
-        self.time_embed = nn.Sequential(nn.Linear(mc, 4 * mc), nn.SiLU(), nn.Linear(4 * mc, 4 * mc))
-        res, attn = block_factories(cfg)
-        self.input_blocks, _, ch, ds = encoder_blocks(cfg, res, attn)
-        self.middle_block = EmbedSequential(res(ch, ch), attn(ch, cfg.num_heads), res(ch, ch))
-        head = ([nn.AdaptiveAvgPool2d((1, 1)), _zero(nn.Conv2d(ch, cfg.out_channels, 1)), nn.Flatten()]
-                if cfg.pool == "adaptive" else
-                [AttentionPool2d(cfg.image_size // ds, ch, cfg.num_head_channels, cfg.out_channels)])
-        self.out = nn.Sequential(GroupNorm32(cfg.norm_groups, ch), nn.SiLU(), *head)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cfg = self.config   # shapes only: a scan of the values would cost a host sync at every guided step
-        if x_t.dim() != 4 or x_t.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise SaliencyNoiseError(f"x_t must be [N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}] (with "
-                                     f"{cfg.in_channels} channels), got {tuple(x_t.shape)}")
-        if t.shape != (x_t.shape[0],):
-            raise SaliencyNoiseError(f"t must be [N] = [{x_t.shape[0]}] timesteps, got {tuple(t.shape)}")
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
-        h = x_t
-        for block in self.input_blocks:
-            h = block(h, emb)
-        return self.out(self.middle_block(h, emb))
-
-    def init_from_unet(self, unet: "UNet") -> None:
-        """Start from a trained DDPM's encoder: copy its timestep embedding, ``input_blocks`` and ``middle_block``
-        and fold the embedding of its null class (classifier-free guidance's "no class"; without one, the mean
-        class embedding) into the last bias of ``time_embed``, so the features are exactly those the DDPM computes
-        from x_t with no label. The head keeps its initialisation (zero for the "adaptive" pool: uniform logits)."""
-        mine = dataclasses.replace(EncoderUNetConfig.of_unet(unet.config, self.config.out_channels,
-                                                             self.config.num_timesteps), pool=self.config.pool)
-        if mine != self.config:
-            raise SaliencyNoiseError(f"init_from_unet: this encoder's config {self.config} is not the encoder of "
-                                     f"the given UNet ({mine})")
-        state = {k: v.clone() for k, v in unet.state_dict().items()
-                 if k.split(".")[0] in ("time_embed", "input_blocks", "middle_block")}
-        if unet.config.num_classes is not None:
-            table = unet.label_emb.weight.detach()
-            label = table[unet.config.null_label] if unet.config.null_class else table.mean(0)
-            state["time_embed.2.bias"] = state["time_embed.2.bias"] + label
-        state.update({k: v for k, v in self.state_dict().items() if k.startswith("out.")})
-        self.load_state_dict(state, strict=True)
-
-
-CLASSIFIER_FLAG_KEYS = frozenset({
-    "image_size", "classifier_use_fp16", "classifier_width", "classifier_depth", "classifier_attention_resolutions",
-    "classifier_use_scale_shift_norm", "classifier_resblock_updown", "classifier_pool"})
-
-
-def classifier_config_from_guided_diffusion_flags(flags: Mapping[str, Any], num_classes: int = 1000,
-                                                  num_timesteps: int = 1000) -> "EncoderUNetConfig":
-    """Translate guided-diffusion's classifier flags (``classifier_defaults()`` keys, as its ``create_classifier``
-    reads them: channel multipliers by image size, 64 channels per attention head) to an EncoderUNetConfig."""
-    unknown = set(flags) - CLASSIFIER_FLAG_KEYS
-    if unknown:
-        raise SaliencyNoiseError(f"unknown guided-diffusion classifier flags {sorted(unknown)}; expected keys of "
-                                 f"classifier_defaults(): {sorted(CLASSIFIER_FLAG_KEYS)}")
-    image_size = int(flags.get("image_size", 64))
-    if image_size not in DEFAULT_CHANNEL_MULT:
-        raise SaliencyNoiseError(f"guided-diffusion has classifiers for image sizes {sorted(DEFAULT_CHANNEL_MULT)}, "
-                                 f"got {image_size}")
-    return EncoderUNetConfig(
-        image_size=image_size, in_channels=3, model_channels=int(flags.get("classifier_width", 128)),
-        out_channels=num_classes, num_res_blocks=int(flags.get("classifier_depth", 2)),
-        attention_resolutions=_parse_int_list("classifier_attention_resolutions",
-                                              flags.get("classifier_attention_resolutions", "32,16,8")),
-        channel_mult=DEFAULT_CHANNEL_MULT[image_size], num_heads=1, num_head_channels=64,
-        use_scale_shift_norm=bool(flags.get("classifier_use_scale_shift_norm", True)),
-        resblock_updown=bool(flags.get("classifier_resblock_updown", True)),
-        pool=str(flags.get("classifier_pool", "attention")), num_timesteps=num_timesteps)
-
-
 def _check_shared_config(who: str, models: Sequence[nn.Module], shared: Sequence[str]) -> None:
     """Raise unless every model's config agrees with the first's on the fields ``shared``."""
     differ = sorted({f for m in models[1:] for f in shared if getattr(m.config, f) != getattr(models[0].config, f)})
@@ -640,36 +476,7 @@ class TimestepExperts(nn.Module):
         return head + [(base, self.below_t, hi), (self.low, 0, self.below_t)]
 
 
-class DenoiserEnsemble(nn.Module):
-    """The mean of several denoisers' predictions, ``model(x_t [N, C, H, W], t [N], y [N])`` ->
-    ``1/M sum_m model_m(x_t, t, y)`` ``[N, C_out, H, W]`` (History 33): e.g. two experts trained for the same noise
-    levels, whose errors are partly independent, so that their mean has a lower expected squared error than either.
-
-    Called like a UNet and placed *inside* classifier-free and classifier guidance (and inside
-    :class:`TimestepExperts`, as one band's denoiser), which then act on the mean; since both guidances are linear in
-    the prediction, that is the same as averaging the members' guided predictions. Every member sees every sample,
-    so it costs M UNet calls. ``config`` is the first member's; all must agree on what samplers and guidance read.
-    """
-
-    def __init__(self, members: Sequence[nn.Module]):
-        super().__init__()
-        members = list(members)
-        if len(members) < 2:
-            raise SaliencyNoiseError(f"DenoiserEnsemble needs at least two denoisers, got {len(members)}")
-        _check_shared_config("DenoiserEnsemble", members, TimestepExperts.SHARED)
-        self.members = nn.ModuleList(members)
-
-    @property
-    def config(self) -> UNetConfig:
-        return self.members[0].config
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.stack([m(x, t, y=y) for m in self.members]).mean(0)
-
-
 def save_unet(model: UNet, path: str, extra_metadata: Mapping[str, str] | None = None) -> None:
-    from .weights import config_to_metadata, save_tensors
-
     meta = config_to_metadata(model.config)
     meta.update(extra_metadata or {})
     save_tensors(path, model.state_dict(), meta)
@@ -677,8 +484,6 @@ def save_unet(model: UNet, path: str, extra_metadata: Mapping[str, str] | None =
 
 def load_unet(path: str, config: UNetConfig | None = None) -> UNet:
     """Load a UNet from safetensors (config from the metadata unless given) or an official ``.pt``."""
-    from .weights import config_from_metadata, load_module_weights, load_tensors, load_torch_checkpoint
-
     if str(path).endswith(".pt"):
         if config is None:
             raise WeightsError(f"{path!r} is a .pt checkpoint without a stored config: pass config= "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
@@ -65,7 +65,6 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise WeightsError(f"weights file {str(path)!r} does not exist")
     try:
         tensors = load_file(str(path))
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
@@ -78,7 +77,6 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """Only the metadata of a safetensors file (the tensors are not read)."""
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -147,20 +145,3 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"checkpoint {str(path)!r} is not a flat state dict of tensors")
     return state
-
-
-def interpolate_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
-                        alpha: float) -> dict[str, torch.Tensor]:
-    """``(1 - alpha) * a + alpha * b`` for two state dicts of one network (WiSE-FT, Wortsman et al. 2022: two
-    fine-tunes from one init; alpha 0 gives ``a``, 1 gives ``b``, beyond 1 extrapolates the fine-tune). Floating
-    tensors are interpolated; integer ones (counters) are taken from ``b``. Raises :class:`WeightsError` when the
-    names or shapes differ."""
-    if a.keys() != b.keys():
-        raise WeightsError(f"the two state dicts hold different tensors: only in the first "
-                           f"{sorted(a.keys() - b.keys())[:5]}, only in the second {sorted(b.keys() - a.keys())[:5]}")
-    out = {}
-    for k in a:
-        if a[k].shape != b[k].shape:
-            raise WeightsError(f"tensor {k!r}: shape {tuple(a[k].shape)} in the first, {tuple(b[k].shape)} in the second")
-        out[k] = a[k] + alpha * (b[k] - a[k]) if a[k].is_floating_point() else b[k].clone()
-    return out

@@ -11,14 +11,16 @@ notebook cells call them directly; the ``*_explorer`` functions only wire them t
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from .errors import SaliencyNoiseError
 from .noise import mix_with_gaussian
 from .pipeline import CraftedNoise, Sampler, generate
-from .plotting import noise_to_display, to_display
+from .plotting import grid, noise_to_display, to_display
 from .presets import Preset
 
 
@@ -55,12 +57,6 @@ def render_snapshot(crafted: CraftedNoise, ig_step: int) -> torch.Tensor:
 
 def _png(images01: torch.Tensor, nrow: int, scale: int = 4) -> bytes:
     """Tile ``[N, 3, H, W]`` in [0, 1] and encode as PNG, upscaled ``scale`` x (nearest) for the screen."""
-    import io
-
-    from PIL import Image
-
-    from .plotting import grid
-
     g = grid(images01, nrow)
     g = g.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     arr = (g.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
@@ -71,7 +67,7 @@ def _png(images01: torch.Tensor, nrow: int, scale: int = 4) -> bytes:
 
 def snapshot_explorer(crafted: CraftedNoise, guides: torch.Tensor | None = None):
     """IG-step slider over the stored snapshots (and the guides above them, if given)."""
-    import ipywidgets as w
+    import ipywidgets as w   # an optional dependency (the notebooks extra): only the widgets need it
 
     steps = sorted(crafted.noises)
     slider = w.SelectionSlider(options=steps, value=steps[-1], description="IG step k")

@@ -25,8 +25,8 @@ from torch import nn
 
 from saliency_lib.diffusion import GaussianDiffusion
 from saliency_lib.machine import cpu_description
-from saliency_lib.train import (AUTOCAST_DTYPES, TINY_DIFFUSION, TINY_UNET, TrainConfig, ddpm_loss_fn,
-                                ddpm_step_inputs, train_step)
+from saliency_lib.train import TINY_DIFFUSION, TINY_UNET, DDPMTrainConfig, ddpm_loss_fn, ddpm_step_inputs
+from saliency_lib.training import AUTOCAST_DTYPES, train_step
 from saliency_lib.unet import UNet
 from saliency_lib.weights import atomic_write_bytes
 
@@ -64,7 +64,7 @@ def main() -> None:
     loss_fn = ddpm_loss_fn(diffusion)
     rows = []
     for b in (int(x) for x in a.batch_sizes.split(",")):
-        inputs = ddpm_step_inputs(0, TrainConfig(batch_size=b, seed=a.seed, label_dropout=0.15),
+        inputs = ddpm_step_inputs(0, DDPMTrainConfig(batch_size=b, seed=a.seed, label_dropout=0.15),
                                   diffusion.num_timesteps)
         for precision in precisions:
             torch.manual_seed(a.seed)   # the same initial weights for every setting

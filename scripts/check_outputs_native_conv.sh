@@ -10,7 +10,7 @@ only=${1:-01,03,06}
 # first, how much the stand-in moves samples: notebook 01's DDIM-10 images (x_T seed 1, one per class)
 .venv/bin/python - <<'PY'
 import torch
-from saliency_lib.evaluate import judge_probs
+from saliency_lib.metrics import judge_probs
 from saliency_lib.pipeline import Sampler, generate
 from saliency_lib.presets import load_tiny
 

@@ -11,7 +11,7 @@ saturated images, and the strength control keeps them natural. This measures it.
 - *reference rows*: held-out real images (the ``val`` split; the floor), the same images recoloured as saturated
   as the samples (``data.colour_shift``, chroma x3) and with added pixel noise (sigma 0.1): how much colour and
   texture move this distance;
-- *from Gaussian noise*: the Quality rows' batch (``evaluate.gaussian_class_batch``, seed 0, class-balanced),
+- *from Gaussian noise*: the Quality rows' batch (``quality.gaussian_class_batch``, seed 0, class-balanced),
   DDIM-50 unguided (w = 0, s = 0) and with the preset's guidance (w = 4, s = 5 when History 26 ran it; w = 2, s = 5 since History 29);
 - *the phenomenon rows*: the Quality section's 32 held-out guides x 8 target classes (``evaluate.
   quality_layout_noises``; the IG noise cached under ``--cache``), DDIM-50 with the preset's guidance, from
@@ -19,13 +19,13 @@ saturated images, and the strength control keeps them natural. This measures it.
   snapshot's Fourier phases on the Gaussian row's amplitudes (``noise.phase_transplant``: white noise's energy at
   every frequency, the crafted layout in the phases); with their layout IoU (the Quality section's measure).
 
-Per condition: ``evaluate.kernel_distance`` (KID, Binkowski et al. 2018; mean and standard deviation over 100 pairs
+Per condition: ``realism.kernel_distance`` (KID, Binkowski et al. 2018; mean and standard deviation over 100 pairs
 of 128-image subsets, half of a condition's images, so that the spread reflects the generated images too; the
 phenomenon rows' images come in groups of 8 that share one x_T, so their spread understates their uncertainty, and
 their x_T being 32 draws rather than 256 makes their colour KID larger than the Gaussian batch's: compare them with
 each other) against 2,048 real ``test`` images, in two feature spaces, each standardized by the reference:
-the judge classifier's 128-d features (``evaluate.judge_embeddings``: shapes and strokes; trained to ignore colour)
-and the images' colour statistics (``evaluate.colour_features``: per-channel mean and std); ``evaluate.image_stats`` (mean |x|, saturated fraction); ``evaluate.background_stats`` on the judge
+the judge classifier's 128-d features (``realism.judge_embeddings``: shapes and strokes; trained to ignore colour)
+and the images' colour statistics (``realism.colour_features``: per-channel mean and std); ``realism.image_stats`` (mean |x|, saturated fraction); ``realism.background_stats`` on the judge
 segmenter's masks (how flat the background is); and the judge's per-class accuracy on the requested class (real
 rows: on the true class). The judge is an instrument here, never a guide. ``--samples-cache`` keeps the generated
 images (safetensors, written atomically) so that the measures can be recomputed without sampling again; it
@@ -45,17 +45,33 @@ from torchvision.utils import save_image
 
 from saliency_lib import data
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import (QualityArgs, background_stats, bootstrap_ci, colour_features,
-                                   gaussian_class_batch, generate_batched, image_stats, judge_embeddings, judge_masks,
-                                   judge_probs, kernel_distance, mask_iou, paired_differences, per_class_accuracy,
-                                   quality_layout_noises)
 from saliency_lib.inversion import model_fingerprint
+from saliency_lib.metrics import (
+    bootstrap_ci,
+    judge_masks,
+    judge_probs,
+    mask_iou,
+    paired_differences,
+    per_class_accuracy,
+)
 from saliency_lib.noise import phase_transplant
 from saliency_lib.pipeline import Sampler
 from saliency_lib.plotting import enlarge, grid, to_display
 from saliency_lib.presets import load_tiny
+from saliency_lib.quality import (
+    QualityArgs,
+    gaussian_class_batch,
+    generate_batched,
+    quality_layout_noises,
+)
+from saliency_lib.realism import (
+    background_stats,
+    colour_features,
+    image_stats,
+    judge_embeddings,
+    kernel_distance,
+)
 from saliency_lib.weights import atomic_write_bytes, load_tensors, save_tensors
-
 
 LAYOUT = "layout guides: "   # the phenomenon rows' names start so
 PHASES = "phases on Gaussian amplitudes"   # ... and the phase transplant's ends so
@@ -87,7 +103,7 @@ def generated_conditions(preset, n: int, n_guides: int, ig_steps: int, cache_dir
         f"{LAYOUT}IG k = {args.ig_steps}, {PHASES}": phase_transplant(crafted, fresh=noises["gaussian"]),
     }
     for name, x in layout_noises.items():
-        # the same (noise, class) order and sampler seed as evaluate.layout_scores: the Quality rows' images
+        # the same (noise, class) order and sampler seed as quality.layout_scores: the Quality rows' images
         rows[name] = (lambda x=x: (*generate_batched(preset, x.repeat_interleave(k, 0), y_layout, Sampler("ddim", 50),
                                                      seed=args.seed), y_layout))
     return rows, guides
@@ -197,7 +213,7 @@ def main() -> None:
     out = {"paired_layout_iou": {"row": phase, "against": paired}, "n_reference": a.n_reference,
            "subset_size": a.subset_size, "subsets": a.subsets, "n": a.n, "n_guides": a.n_guides, "ig_steps": a.ig_steps,
            "feature_space": "kid: judge classifier PlainCNN.embed (128-d); kid_colour: "
-           "evaluate.colour_features (per-channel mean and std, 6-d); both standardized by the reference",
+           "realism.colour_features (per-channel mean and std, 6-d); both standardized by the reference",
            "reference": "test split, first n_reference", "rows": rows, "seconds": time.time() - t0}
     if a.json is not None:
         atomic_write_bytes(a.json, (json.dumps(out, indent=1) + "\n").encode())

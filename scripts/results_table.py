@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from saliency_lib.evaluate import paper_claims
+from saliency_lib.report import paper_claims
 
 
 def ci(v: list[float], digits: int = 3) -> str:

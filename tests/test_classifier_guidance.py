@@ -5,12 +5,17 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_lib.classifiers import (ClassifierConfig, NoisyClassifier, NoisyClassifierConfig, SmallResNet,
-                                      load_noisy_classifier)
+from saliency_lib.classifiers import (
+    ClassifierConfig,
+    NoisyClassifier,
+    NoisyClassifierConfig,
+    SmallResNet,
+    load_noisy_classifier,
+)
 from saliency_lib.diffusion import DiffusionConfig, GaussianDiffusion
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.guidance import ClassifierGuidedModel, DiscriminatorGuidedModel
-from saliency_lib.train import TrainConfig, train_noisy_classifier
+from saliency_lib.guidance import ClassifierGuidedModel
+from saliency_lib.train import NoisyClassifierTrainConfig, train_noisy_classifier
 
 
 class LinearNoisyClassifier(nn.Module):
@@ -57,22 +62,7 @@ def test_guided_eps_matches_the_closed_form_gradient():
         assert torch.equal(ClassifierGuidedModel(ConstantEps(), clf, 0.0, abar)(x, t, y=y), torch.full_like(x, 0.25))
 
 
-def test_discriminator_guided_eps_follows_the_class_logit_not_the_softmax():
-    disc, abar, x, t, y = _linear_case()   # class-y logit: W_y x + t / 1000, so its gradient is W_y
-    shape = x.shape
-    before = x.clone()
-    with torch.no_grad():   # samplers call the model without autograd: the wrapper must still take the gradient
-        out = DiscriminatorGuidedModel(ConstantEps(), disc, 1.5, abar)(x, t, y=y)
-        classifier_out = ClassifierGuidedModel(ConstantEps(), disc, 1.5, abar)(x, t, y=y)
-    assert torch.equal(x, before)
-    sigma = torch.from_numpy(np.sqrt(1 - abar))[t].float().view(-1, 1, 1, 1)
-    torch.testing.assert_close(out, 0.25 - 1.5 * sigma * disc.w.detach()[y].view(shape))
-    assert not torch.allclose(out, classifier_out)   # log d/(1-d) of class y, not log softmax over classes
-    with torch.no_grad():
-        assert torch.equal(DiscriminatorGuidedModel(ConstantEps(), disc, 0.0, abar)(x, t, y=y), torch.full_like(x, 0.25))
-
-
-@pytest.mark.parametrize("guided", [ClassifierGuidedModel, DiscriminatorGuidedModel])
+@pytest.mark.parametrize("guided", [ClassifierGuidedModel])
 def test_gradient_guidance_refuses_a_negative_scale_and_missing_classes(guided):
     network, abar, x, t, _ = _linear_case()
     with pytest.raises(SaliencyNoiseError, match=">= 0"):
@@ -122,10 +112,10 @@ def test_noisy_classifier_training_lowers_the_loss_and_resumes(tmp_path):
     clean = SmallResNet(ClassifierConfig(width=8))
     from saliency_lib.classifiers import save_model
     save_model(clean, tmp_path / "clean.safetensors")
-    cfg = TrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=2, ema_decay=0.0, seed=4, image_size=32)
+    cfg = NoisyClassifierTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=2, seed=4, image_size=32)
     diff = DiffusionConfig(num_steps=100)
     r = train_noisy_classifier(tmp_path / "a", cfg, diff_cfg=diff, progress=False)
-    assert r["step"] == 30 and np.mean(r["history"][-1:]) < r["history"][0]
+    assert r["step"] == 30 and np.mean(r["loss_curve"][-1:]) < r["loss_curve"][0]
     model = load_noisy_classifier(tmp_path / "a" / "model.safetensors")
     assert model.config.num_timesteps == 100 and not model.training
     # interrupted after one step, then resumed: the same weights as the uninterrupted run
@@ -149,7 +139,6 @@ def test_preset_denoiser_composes_classifier_free_and_classifier_guidance():
     from saliency_lib.guidance import CFGModel
     from saliency_lib.pipeline import Sampler
     from saliency_lib.presets import Preset
-
     from saliency_lib.unet import UNet, UNetConfig
 
     unet = UNet(UNetConfig(image_size=16, model_channels=32, out_channels=3, num_res_blocks=1, channel_mult=(1, 2),
@@ -184,83 +173,6 @@ def _small_ddpm_unet(null_class: bool = True):
                            attention_resolutions=(8,), num_classes=4, null_class=null_class, num_head_channels=32))
 
 
-def test_encoder_classifier_starts_from_the_ddpm_encoder_with_no_label():
-    """EncoderUNet.init_from_unet: the features before the head are the DDPM's own (middle block) for the null
-    label, and the zero head gives uniform logits; bad inputs and a foreign UNet are refused."""
-    from saliency_lib.unet import EncoderUNet, EncoderUNetConfig
-
-    torch.manual_seed(0)
-    unet = _small_ddpm_unet().eval()
-    with torch.no_grad():   # ADM zero-initialises the last conv of every block: perturb, so every block counts
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    enc = EncoderUNet(EncoderUNetConfig.of_unet(unet.config, num_classes=4, num_timesteps=100))
-    enc.init_from_unet(unet)
-    enc.eval()
-    seen = {}
-    unet.middle_block.register_forward_hook(lambda m, i, o: seen.__setitem__("ddpm", o))
-    enc.middle_block.register_forward_hook(lambda m, i, o: seen.__setitem__("encoder", o))
-    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    t = torch.tensor([0, 40, 99])
-    with torch.no_grad():
-        unet(x, t, y=torch.full((3,), unet.config.null_label))
-        logits = enc(x, t)
-        torch.testing.assert_close(seen["encoder"], seen["ddpm"])
-        unet(x, t, y=torch.zeros(3, dtype=torch.long))   # a real label changes the DDPM's features
-        assert not torch.allclose(seen["encoder"], seen["ddpm"])
-    assert torch.equal(logits, torch.zeros(3, 4))
-    with pytest.raises(SaliencyNoiseError, match=r"\[N\]"):
-        enc(x, t[:2])
-    with pytest.raises(SaliencyNoiseError, match="3 channels"):
-        enc(x[:, :1], t)
-    with pytest.raises(SaliencyNoiseError, match="not the encoder"):
-        EncoderUNet(EncoderUNetConfig(image_size=16)).init_from_unet(unet)   # another depth and width
-    with pytest.raises(SaliencyNoiseError, match="'adaptive' or 'attention'"):
-        EncoderUNetConfig(pool="spatial")
-    with pytest.raises(SaliencyNoiseError, match="needs num_head_channels"):
-        EncoderUNetConfig(pool="attention")
-
-
-def test_encoder_classifier_trains_from_a_ddpm_in_two_phases(tmp_path):
-    """train noisy-classifier --arch unet-encoder: from DDPM weights on low noise levels (t_max), then from that
-    classifier on every level; the file loads as a noise-aware classifier and guides."""
-    from saliency_lib.unet import EncoderUNet, save_unet
-    from saliency_lib.weights import read_metadata
-
-    torch.manual_seed(0)
-    unet = _small_ddpm_unet()
-    save_unet(unet, tmp_path / "ddpm.safetensors")
-    diff = DiffusionConfig(num_steps=100)
-    cfg = TrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=2, ema_decay=0.0, seed=4, image_size=16, t_max=30)
-    r = train_noisy_classifier(tmp_path / "low", cfg, diff_cfg=diff, progress=False, arch="unet-encoder",
-                               init=tmp_path / "ddpm.safetensors")
-    assert r["step"] == 30 and r["history"][-1] < r["history"][0]
-    first = load_noisy_classifier(tmp_path / "low" / "model.safetensors")
-    assert isinstance(first, EncoderUNet) and first.config.num_timesteps == 100 and first.config.out_channels == 8
-    phase2 = TrainConfig(steps=3, batch_size=16, lr=1e-3, warmup=1, ema_decay=0.0, seed=5, image_size=16)
-    train_noisy_classifier(tmp_path / "all", phase2, diff_cfg=diff, progress=False, arch="unet-encoder",
-                           init=tmp_path / "low" / "model.safetensors")
-    assert read_metadata(tmp_path / "all" / "model.safetensors")["init_from"] == str(tmp_path / "low" / "model.safetensors")
-    second = load_noisy_classifier(tmp_path / "all" / "model.safetensors")
-    changed = [k for k, v in second.state_dict().items() if not torch.equal(v, first.state_dict()[k])]
-    assert changed and set(second.state_dict()) == set(first.state_dict())
-    abar = GaussianDiffusion.from_config(diff).alphas_cumprod
-    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        out = ClassifierGuidedModel(ConstantEps(), second, 2.0, abar)(x, torch.full((8,), 20), y=torch.arange(8))
-    assert out.shape == x.shape and not torch.allclose(out, torch.full_like(x, 0.25))
-    with pytest.raises(ValueError, match="needs --init"):
-        train_noisy_classifier(tmp_path / "x", cfg, diff_cfg=diff, progress=False, arch="unet-encoder")
-    with pytest.raises(ValueError, match="unknown noise-aware classifier arch"):
-        train_noisy_classifier(tmp_path / "x", cfg, diff_cfg=diff, progress=False, arch="vit")
-    with pytest.raises(ValueError, match="t_min"):
-        train_noisy_classifier(tmp_path / "x", TrainConfig(t_min=50, t_max=20, image_size=16), diff_cfg=diff,
-                               progress=False, arch="unet-encoder", init=tmp_path / "ddpm.safetensors")
-    with pytest.raises(ValueError, match="T = 1000"):
-        train_noisy_classifier(tmp_path / "x", cfg, diff_cfg=DiffusionConfig(num_steps=1000), progress=False,
-                               arch="unet-encoder", init=tmp_path / "low" / "model.safetensors")
-
-
 def test_load_noisy_classifier_refuses_other_weights(tmp_path):
     from saliency_lib.errors import WeightsError
     from saliency_lib.unet import save_unet
@@ -268,3 +180,14 @@ def test_load_noisy_classifier_refuses_other_weights(tmp_path):
     save_unet(_small_ddpm_unet(), tmp_path / "ddpm.safetensors")
     with pytest.raises(WeightsError, match="not a noise-aware classifier"):
         load_noisy_classifier(tmp_path / "ddpm.safetensors")
+
+
+def test_encoder_classifier_config_refuses_pools_it_does_not_build():
+    """EncoderUNetConfig (guided-diffusion's classifier): the 'spatial' pools are not implemented and the
+    attention pool needs a head width."""
+    from saliency_lib.unet_encoder import EncoderUNetConfig
+
+    with pytest.raises(SaliencyNoiseError, match="spatial"):
+        EncoderUNetConfig(pool="spatial")
+    with pytest.raises(SaliencyNoiseError, match="num_head_channels"):
+        EncoderUNetConfig(pool="attention")

@@ -70,7 +70,6 @@ def test_bad_requests():
     assert data.class_id("fish") == data.CLASS_NAMES.index("fish")
 
 
-
 def test_object_sizes_cover_the_scale_range():
     b = data.make_batch("train", 0, 256)
     half_size = b.scales   # pixels: 0.32-0.54 of the half-width of a 32x32 image, i.e. 5.1-8.6 px
@@ -100,20 +99,3 @@ def test_colour_shift_is_pure_identity_at_one_and_keeps_grey_pixels():
     with pytest.raises(SaliencyNoiseError, match=r"RGB images \[N, 3, H, W\]"):
         data.colour_shift(b.images[:, :1], 1.0, 1.0)
 
-
-def test_colour_jitter_is_seeded_and_bounded_by_its_strength():
-    b = data.make_batch("test", 0, 64)
-    a1 = data.colour_jitter(b.images, 1.0, torch.Generator().manual_seed(5))
-    a2 = data.colour_jitter(b.images, 1.0, torch.Generator().manual_seed(5))
-    a3 = data.colour_jitter(b.images, 1.0, torch.Generator().manual_seed(6))
-    assert torch.equal(a1, a2) and not torch.equal(a1, a3)
-    torch.testing.assert_close(data.colour_jitter(b.images, 0.0, torch.Generator().manual_seed(5)), b.images,
-                               atol=1e-6, rtol=0)
-    # every image lies between the strongest shifts the strength allows, and the draws spread over that range
-    lo = data.colour_shift(b.images, 1 / 3, 0.5).abs().flatten(1).mean(1)
-    hi = data.colour_shift(b.images, 3.0, 2.0).abs().flatten(1).mean(1)
-    m = a1.abs().flatten(1).mean(1)
-    assert ((m >= lo - 1e-6) & (m <= hi + 1e-6)).all()
-    assert (m > b.images.abs().flatten(1).mean(1)).any() and (m < b.images.abs().flatten(1).mean(1)).any()
-    with pytest.raises(SaliencyNoiseError, match="strength must be >= 0"):
-        data.colour_jitter(b.images, -0.1, torch.Generator())

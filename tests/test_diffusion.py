@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from saliency_lib.diffusion import (DiffusionConfig, GaussianDiffusion, Restart, get_beta_schedule, space_timesteps)
+from saliency_lib.diffusion import (
+    DiffusionConfig,
+    GaussianDiffusion,
+    get_beta_schedule,
+    space_timesteps,
+)
 from saliency_lib.errors import SaliencyNoiseError
 
 
@@ -201,49 +206,3 @@ def test_explicit_timesteps_give_the_respaced_process_and_reject_bad_sequences()
         with pytest.raises(SaliencyNoiseError, match="strictly increasing"):
             GaussianDiffusion.at_timesteps(cfg, bad)
 
-
-def test_renoise_has_the_forward_marginal_and_leaves_its_input():
-    """q(x_b | x_a) composed with q(x_a | x_0) is q(x_b | x_0) (Eq. 2): mean sqrt(abar_b) x_0, std sqrt(1 - abar_b)."""
-    d = GaussianDiffusion.from_config(DiffusionConfig(), "ddim50")
-    a, b = d.nearest_index(100), d.nearest_index(400)
-    x0 = torch.full((20000, 1, 1, 1), 0.5)
-    x_a = d.q_sample(x0, torch.full((20000,), a), generator=torch.Generator().manual_seed(0))
-    before = x_a.clone()
-    x_b = d.renoise(x_a, a, b, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(x_a, before)
-    assert abs(x_b.mean().item() - 0.5 * d.sqrt_alphas_cumprod[b]) < 0.02
-    assert abs(x_b.std().item() - d.sqrt_one_minus_alphas_cumprod[b]) < 0.02
-    with pytest.raises(SaliencyNoiseError, match="from_index < to_index"):
-        d.renoise(x_a, b, a)
-
-
-def test_restart_plan_reruns_the_interval_and_sampling_follows_it():
-    d = GaussianDiffusion.from_config(DiffusionConfig(), "ddim10")   # timesteps 0, 100, ..., 900
-    assert d.restart_plan(9) == list(range(9, -1, -1))
-    plan = d.restart_plan(9, [Restart(200, 500, 2)])
-    assert plan == [9, 8, 7, 6, 5, 4, 3, (2, 5), 5, 4, 3, (2, 5), 5, 4, 3, 2, 1, 0]
-    assert d.restart_plan(9, [Restart(200, 500, 0)]) == list(range(9, -1, -1))
-    m, x_T = _Linear(), torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    steps = list(d.sample_progressive(m, x_T, method="ddim", restarts=[Restart(200, 500, 2)],
-                                      generator=torch.Generator().manual_seed(3)))
-    assert [s.t for s in steps] == [d.timestep_map[i] for i in plan if not isinstance(i, tuple)]
-    # the jumps draw fresh noise from the generator: reproducible by seed, and unlike the plain DDIM sample
-    again = d.sample(m, x_T, method="ddim", restarts=[Restart(200, 500, 2)], generator=torch.Generator().manual_seed(3))
-    other = d.sample(m, x_T, method="ddim", restarts=[Restart(200, 500, 2)], generator=torch.Generator().manual_seed(4))
-    assert torch.equal(steps[-1].sample, again) and not torch.allclose(again, other)
-    assert not torch.allclose(again, d.sample(m, x_T, method="ddim"))
-    for bad, match in [(Restart(500, 200, 1), "t_min < t_max"), (Restart(200, 230, 1), "distinct"),
-                       (Restart(200, 500, -1), "repeats"), (Restart(200, 990, 1), "above the first step")]:
-        with pytest.raises(SaliencyNoiseError, match=match):
-            d.restart_plan(7 if bad.t_max == 990 else 9, [bad])
-    with pytest.raises(SaliencyNoiseError, match="two Restart intervals"):
-        d.restart_plan(9, [Restart(200, 500, 1), Restart(200, 400, 1)])
-
-
-def test_restart_parse_reads_script_options():
-    assert Restart.parse("none") == ()
-    assert Restart.parse("100-400x2") == (Restart(100, 400, 2),)
-    assert Restart.parse("40-300x1+500-700x3") == (Restart(40, 300, 1), Restart(500, 700, 3))
-    for bad in ("100-400", "x2", "100:400x2", "a-bxc"):
-        with pytest.raises(SaliencyNoiseError, match="t_min-t_maxxK"):
-            Restart.parse(bad)

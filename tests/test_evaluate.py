@@ -2,13 +2,23 @@ import numpy as np
 import pytest
 import torch
 
-from saliency_lib.errors import SaliencyNoiseError
 from saliency_lib import data
 from saliency_lib.classifiers import ClassifierConfig, PlainCNN
-from saliency_lib.evaluate import (_polynomial_mmd2, background_stats, bootstrap_ci, centroid_distance,
-                                   classifier_embeddings, confusion_matrix, judge_embeddings, kernel_distance,
-                                   mask_iou, per_class_accuracy)
+from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.metrics import (
+    bootstrap_ci,
+    centroid_distance,
+    mask_iou,
+    per_class_accuracy,
+)
 from saliency_lib.presets import load_tiny
+from saliency_lib.realism import (
+    _polynomial_mmd2,
+    background_stats,
+    classifier_embeddings,
+    judge_embeddings,
+    kernel_distance,
+)
 
 
 def test_mask_iou_and_centroids():
@@ -37,16 +47,6 @@ def test_bootstrap_ci_covers_mean_and_shrinks():
     assert bootstrap_ci(small, seed=1) == bootstrap_ci(small, seed=1)
 
 
-def test_confusion_matrix_counts_target_rows_and_predicted_columns():
-    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]])
-    target = torch.tensor([0, 1, 1, 2])
-    cm = confusion_matrix(probs, target, 3)
-    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
-    assert cm.sum() == 4 and torch.equal(cm.diagonal(), torch.tensor([1, 1, 0]))
-    with pytest.raises(SaliencyNoiseError, match="probs"):
-        confusion_matrix(probs, target, 4)
-
-
 def test_per_class_accuracy_averages_classes():
     probs = torch.eye(2)[[0, 0, 0, 1]]
     target = torch.tensor([0, 0, 0, 0])
@@ -56,7 +56,7 @@ def test_per_class_accuracy_averages_classes():
 
 
 def test_assignments_balance_classes():
-    from saliency_lib.evaluate import assignments
+    from saliency_lib.protocol import assignments
     gi, y = assignments(8, 2, 8)
     assert gi.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
     assert torch.bincount(y, minlength=8).tolist() == [2] * 8
@@ -67,7 +67,8 @@ def test_assignments_balance_classes():
 def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     """`evaluate run --quick`: every group is present, metrics are in range, CIs bracket the means, Gaussian
     noise is near chance and SDEdit from t0 = 0.5 (which keeps the guide) is far above it."""
-    from saliency_lib.evaluate import QUICK_PROTOCOL, paper_claims, run_protocol, write_results
+    from saliency_lib.protocol import QUICK_PROTOCOL, run_protocol
+    from saliency_lib.report import paper_claims, write_results
     preset = load_tiny()
     res = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=lambda _: None)
     groups = {r["group"] for r in res["rows"]}
@@ -98,7 +99,7 @@ def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
 def test_gaussian_class_batch_is_seeded_and_class_balanced():
     from types import SimpleNamespace
 
-    from saliency_lib.evaluate import gaussian_class_batch
+    from saliency_lib.quality import gaussian_class_batch
 
     preset = SimpleNamespace(image_size=8, class_names=("a", "b", "c"))
     x_T, y = gaussian_class_batch(preset, 7, seed=5)
@@ -110,28 +111,8 @@ def test_gaussian_class_batch_is_seeded_and_class_balanced():
         gaussian_class_batch(preset, 0, seed=5)
 
 
-def test_class_control_reads_true_classes_and_object_sizes_of_dataset_images():
-    from saliency_lib import data
-    from saliency_lib.evaluate import NO_OBJECT_AREA, class_control
-
-    preset = load_tiny()
-    batch = data.make_batch("test", 0, 32)
-    judged = class_control(preset, batch.images, batch.labels)
-    assert judged.confusion.sum() == 32
-    assert judged.confusion.sum(1).tolist() == torch.bincount(batch.labels, minlength=8).tolist()
-    assert judged.per_class_accuracy > 0.9 and judged.wrong.float().mean() < 0.1
-    present = [a for a, n in zip(judged.accuracy_by_class, judged.confusion.sum(1)) if n > 0]
-    assert abs(np.mean(present) - judged.per_class_accuracy) < 1e-6
-    true_area = batch.masks.float().flatten(1).mean(1)
-    assert (judged.areas - true_area).abs().mean() < 0.01 and not judged.no_object.any()
-    assert (judged.no_object == (judged.areas < NO_OBJECT_AREA)).all()
-    assert torch.equal(judged.wrong, judged.predicted != batch.labels)
-    predicted_counts = torch.bincount(judged.predicted, minlength=8)
-    assert predicted_counts.tolist() == judged.confusion.sum(0).tolist()   # columns: the judge's classes
-
-
 def test_format_table_rounds_to_the_requested_digits():
-    from saliency_lib.evaluate import format_table
+    from saliency_lib.report import format_table
 
     rows = [{"group": "source", "condition": "feature map", "iou": [0.3285, 0.2969, 0.3594],
              "centroid_dist": [8.2871, 4.6723, 12.2801]}]
@@ -227,7 +208,7 @@ def test_background_stats_of_dataset_images_on_true_masks():
 
 
 def test_format_realism_prints_every_row_and_column():
-    from saliency_lib.evaluate import format_realism
+    from saliency_lib.report import format_realism
     row = {"condition": "real (val split)", "kid": 0.01234, "kid_std": 0.5, "kid_colour": -0.02, "kid_colour_std": 0.03,
            "judge_per_class_accuracy": 0.99, "mean_abs": 0.41, "saturated_fraction": 0.04, "background_std": 0.24}
     lines = format_realism([row, {**row, "condition": "other", "kid": 2.0, "layout_iou": [0.1951, 0.1, 0.3]}],
@@ -239,7 +220,7 @@ def test_format_realism_prints_every_row_and_column():
 
 
 def test_colour_features_are_channel_means_and_stds():
-    from saliency_lib.evaluate import colour_features
+    from saliency_lib.realism import colour_features
     images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     f = colour_features(images)
     assert f.shape == (4, 6)
@@ -249,7 +230,7 @@ def test_colour_features_are_channel_means_and_stds():
 
 
 def test_paired_differences_per_guide():
-    from saliency_lib.evaluate import paired_differences
+    from saliency_lib.metrics import paired_differences
     per_guide = {"a": np.array([0.3, 0.2, 0.5, 0.1]), "b": np.array([0.1, 0.3, 0.2, 0.0]), "c": np.zeros(4)}
     d = paired_differences(per_guide, "a")
     assert set(d) == {"b", "c"}
@@ -259,8 +240,3 @@ def test_paired_differences_per_guide():
     with pytest.raises(SaliencyNoiseError, match="no row 'z'"):
         paired_differences(per_guide, "z")
 
-
-def test_accuracy_by_class_reads_confusion_rows():
-    from saliency_lib.evaluate import accuracy_by_class
-    cm = torch.tensor([[3, 1, 0], [0, 0, 0], [1, 1, 2]])
-    assert accuracy_by_class(cm) == [0.75, 0.0, 0.5]

@@ -6,8 +6,16 @@ import torch
 from saliency_lib import data
 from saliency_lib.classifiers import ClassifierConfig, SmallResNet
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.inversion import (IGConfig, cached_invert_gradients, gradient_cosine_loss, invert_gradients,
-                                    lr_at_iteration, match_gradients, parameter_gradients, total_variation)
+from saliency_lib.inversion import (
+    IGConfig,
+    cached_invert_gradients,
+    gradient_cosine_loss,
+    invert_gradients,
+    lr_at_iteration,
+    match_gradients,
+    parameter_gradients,
+    total_variation,
+)
 
 
 @pytest.fixture(scope="module")

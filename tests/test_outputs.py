@@ -5,7 +5,12 @@ import pytest
 
 from saliency_lib import suite
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.outputs import Tolerance, compare_notebooks, compare_text, text_outputs
+from saliency_lib.outputs import (
+    Tolerance,
+    compare_notebooks,
+    compare_text,
+    text_outputs,
+)
 
 
 def _cell(outputs, reproduce=None):
@@ -119,8 +124,8 @@ def test_suite_check_reports_outputs_that_differ(tmp_path, capsys):
 
 def test_the_shipped_tolerances_accept_what_another_cpu_printed_and_no_more():
     """CI on another CPU printed notebook 01's DDIM-10 accuracy one image of 8 away from the stored value (0.75
-    where 0.88 was stored, History 25): the cell's tolerance accepts one image's worth either way, and rejects three
-    images' worth (0.375), whatever the stored value is (it moves when the preset changes, e.g. History 29)."""
+    where 0.88 was stored): the cell's tolerance accepts one image's worth either way, and rejects three
+    images' worth (0.375), whatever the stored value is (it moves when the preset changes)."""
     import re
 
     path = next(p for p in suite.discover() if p.stem.startswith("01_"))

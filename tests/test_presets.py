@@ -128,14 +128,15 @@ def test_with_ddpm_file_takes_the_files_unet_and_diffusion(tmp_path):
 
     from saliency_lib.diffusion import DiffusionConfig
     from saliency_lib.presets import load_tiny, with_ddpm_file
-    from saliency_lib.train import TrainConfig, export_weights, train_ddpm
+    from saliency_lib.train import DDPMTrainConfig, train_ddpm
+    from saliency_lib.training import export_weights
     from saliency_lib.unet import UNetConfig
     from saliency_lib.weights import save_tensors
 
     unet_cfg = UNetConfig(image_size=32, model_channels=32, out_channels=3, num_res_blocks=1,
                           attention_resolutions=(8,), channel_mult=(1, 2), num_classes=8, num_head_channels=32,
                           null_class=True)
-    train_ddpm(tmp_path / "run", TrainConfig(steps=1, batch_size=2, warmup=1), unet_cfg=unet_cfg,
+    train_ddpm(tmp_path / "run", DDPMTrainConfig(steps=1, batch_size=2, warmup=1), unet_cfg=unet_cfg,
                diff_cfg=DiffusionConfig(prediction="v"), progress=False)
     export_weights(tmp_path / "run" / "last.safetensors", tmp_path / "ema.safetensors")
     base = load_tiny()
@@ -170,8 +171,9 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
     with torch.no_grad():   # the same file as both experts: the same outputs as the plain DDPM, at any t
         torch.testing.assert_close(p.unet(x, torch.tensor([5, 900]), y), plain(x, torch.tensor([5, 900]), y=y))
     # an expert trained for another diffusion process is refused
-    from saliency_lib.train import TrainConfig, export_weights, train_ddpm
-    train_ddpm(tmp_path / "run", TrainConfig(steps=1, batch_size=2, warmup=1), unet_cfg=plain.config,
+    from saliency_lib.train import DDPMTrainConfig, train_ddpm
+    from saliency_lib.training import export_weights
+    train_ddpm(tmp_path / "run", DDPMTrainConfig(steps=1, batch_size=2, warmup=1), unet_cfg=plain.config,
                diff_cfg=DiffusionConfig(prediction="v"), progress=False)
     export_weights(tmp_path / "run" / "last.safetensors", tmp_path / "v.safetensors")
     with pytest.raises(SaliencyNoiseError, match="one diffusion process"):
@@ -179,7 +181,7 @@ def test_tiny_preset_loads_a_low_noise_expert_from_its_manifest(tmp_path):
 
 
 def test_shipped_tiny_preset_routes_each_noise_band_to_its_own_expert():
-    """The shipped manifest's experts (History 16; a chain of two since History 29) are separately trained UNets, and
+    """The shipped manifest's experts (a chain of two) are separately trained UNets, and
     the preset's DDPM hands each its own band of timesteps: [below_t of the next, below_t) to each expert, the rest
     to the base; there its outputs equal that UNet's, and the UNets differ from each other (none is a copy)."""
     import json
@@ -256,40 +258,6 @@ def test_low_noise_experts_stack_from_high_to_low_noise_and_replace_hidden_ones(
         load_tiny(model_dir=tmp_path)
 
 
-def test_a_band_of_the_chain_can_be_the_mean_of_several_experts(tmp_path):
-    """A list of files for one expert (the manifest's "file", or with_low_noise_expert's path) makes that band's
-    denoiser the mean of their predictions (unet.DenoiserEnsemble, History 33); the other bands are untouched."""
-    import json
-    import shutil
-
-    from saliency_lib.presets import TINY_DIR, load_tiny, with_low_noise_expert
-    from saliency_lib.unet import DenoiserEnsemble
-
-    shipped = load_tiny()
-    (base, _, _), (middle, _, _), (low, _, _) = shipped.unet.bands()
-    for f in TINY_DIR.glob("*.safetensors"):
-        shutil.copy(f, tmp_path / f.name)
-    manifest = json.loads((TINY_DIR / "preset.json").read_text())
-    first, second = manifest["ddpm_low_noise"]
-    manifest["ddpm_low_noise"] = [{**first, "file": [first["file"], manifest["ddpm"]]}, second]
-    (tmp_path / "preset.json").write_text(json.dumps(manifest))
-    chain = load_tiny(model_dir=tmp_path).unet
-    assert isinstance(chain.bands()[1][0], DenoiserEnsemble)
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    y = torch.tensor([1, 4, 8])
-    with torch.no_grad():
-        t = torch.full((3,), 300)   # the middle band: the mean of the middle expert and the base
-        torch.testing.assert_close(chain(x, t, y), (middle(x, t, y=y) + base(x, t, y=y)) / 2)
-        for t, owner in ((torch.full((3,), 50), low), (torch.full((3,), 700), base)):
-            torch.testing.assert_close(chain(x, t, y), owner(x, t, y=y))
-    same = with_low_noise_expert(shipped, [TINY_DIR / first["file"], TINY_DIR / manifest["ddpm"]], 100).unet
-    with torch.no_grad():
-        t = torch.full((3,), 60)
-        torch.testing.assert_close(same(x, t, y), (middle(x, t, y=y) + base(x, t, y=y)) / 2)
-    with pytest.raises(SaliencyNoiseError, match="no weights file"):
-        with_low_noise_expert(shipped, [], 100)
-
-
 def test_expert_thresholds_default_one_expert_and_refuse_mismatched_or_unordered_lists():
     from saliency_lib.presets import expert_thresholds
 
@@ -309,7 +277,7 @@ def test_adm128_classifier_downloads_and_loads_official_weights(server, tmp_path
 
     from safetensors.torch import load_file
 
-    from saliency_lib.unet import EncoderUNet, EncoderUNetConfig
+    from saliency_lib.unet_encoder import EncoderUNet, EncoderUNetConfig
 
     fixtures = Path(__file__).parent / "fixtures"
     flags = json.loads((fixtures / "adm_classifier_small_flags.json").read_text())
@@ -332,30 +300,3 @@ def test_adm128_classifier_downloads_and_loads_official_weights(server, tmp_path
     with pytest.raises(DownloadError, match="128x128_classifier.pt"):
         presets.load_adm128_classifier(progress=False)
 
-
-def test_tiny_manifest_takes_a_list_of_noise_aware_classifiers_as_their_product(tmp_path):
-    """preset.json's ``noisy_classifier`` may name several files: the preset then guides with their normalised
-    product (classifiers.NoisyClassifierEnsemble, History 21); a malformed entry is refused by name."""
-    import json
-    import shutil
-
-    from saliency_lib.classifiers import NoisyClassifierEnsemble, load_noisy_classifier
-    from saliency_lib.presets import TINY_DIR, load_tiny
-
-    for f in TINY_DIR.glob("*.safetensors"):
-        shutil.copy(f, tmp_path / f.name)
-    shutil.copy(tmp_path / "noisy_classifier.safetensors", tmp_path / "noisy_classifier_2.safetensors")
-    manifest = json.loads((TINY_DIR / "preset.json").read_text())
-    manifest["noisy_classifier"] = ["noisy_classifier.safetensors", "noisy_classifier_2.safetensors"]
-    (tmp_path / "preset.json").write_text(json.dumps(manifest))
-    ensemble = load_tiny(model_dir=tmp_path).noisy_classifier
-    assert isinstance(ensemble, NoisyClassifierEnsemble) and len(ensemble.members) == 2
-    single = load_noisy_classifier(TINY_DIR / "noisy_classifier.safetensors")
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor([10, 300])
-    with torch.no_grad():   # the product of a classifier with itself is that classifier
-        torch.testing.assert_close(ensemble(x, t).softmax(-1), single(x, t).softmax(-1))
-    manifest["noisy_classifier"] = []
-    (tmp_path / "preset.json").write_text(json.dumps(manifest))
-    with pytest.raises(SaliencyNoiseError, match="noisy_classifier: expected a file name or a non-empty list"):
-        load_tiny(model_dir=tmp_path)

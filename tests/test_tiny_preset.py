@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from saliency_lib import data
-from saliency_lib.evaluate import QualityArgs, quality
 from saliency_lib.noise import mix_with_gaussian
 from saliency_lib.pipeline import Sampler, craft_noise, generate, guide_batch
 from saliency_lib.presets import TINY_DIR, load_preset
+from saliency_lib.quality import QualityArgs, quality
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_loads_offline(monkeypatch):
 def test_shipped_noisy_classifier_reads_the_noise_level_and_guides(preset):
     """The classifier-guidance classifier (optional part of the preset): accurate on clean images, at chance on
     pure noise, and guiding with it changes the samples."""
-    from saliency_lib.evaluate import noisy_classifier_accuracy
+    from saliency_lib.quality import noisy_classifier_accuracy
 
     assert preset.noisy_classifier is not None, "the tiny preset ships noisy_classifier.safetensors (preset.json)"
     acc = noisy_classifier_accuracy(preset, data.make_batch("test", 0, 256), timesteps=(0, 999))
@@ -112,18 +112,19 @@ def test_quality_script_runs_on_a_small_subset(preset, tmp_path):
 
 
 def test_generate_samples_a_given_denoiser_with_the_samplers_process(preset):
-    """``generate(..., model=...)`` (the probes' guided wrappers): the sampler's own denoiser passed explicitly gives
+    """``generate(..., model=...)`` (a user's own guidance wrapper): the sampler's own denoiser passed explicitly gives
     the default's images, and another model goes through the same respaced process and seeds."""
-    from saliency_lib.evaluate import generate_batched, image_stats
-    from saliency_lib.guidance import DiscriminatorGuidedModel
+    from saliency_lib.guidance import ClassifierGuidedModel
+    from saliency_lib.quality import generate_batched
+    from saliency_lib.realism import image_stats
 
     sampler = Sampler("ddim", 3, guidance=0.0, classifier_scale=0.0)
     x_T = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     y = torch.tensor([0, 1, 2])
     default = generate(preset, x_T, y, sampler)
     assert torch.equal(generate(preset, x_T, y, sampler, model=sampler.denoiser(preset)), default)
-    guided = DiscriminatorGuidedModel(sampler.denoiser(preset), preset.noisy_classifier, 3.0,
-                                      preset.diffusion().alphas_cumprod)
+    guided = ClassifierGuidedModel(sampler.denoiser(preset), preset.noisy_classifier, 3.0,
+                                   preset.diffusion().alphas_cumprod)
     images, _ = generate_batched(preset, x_T, y, sampler, seed=0, batch=2, model=guided)
     with torch.no_grad():
         direct = torch.cat([preset.diffusion("ddim3").sample(guided, xb, yb, method="ddim")
@@ -134,20 +135,10 @@ def test_generate_samples_a_given_denoiser_with_the_samplers_process(preset):
     assert stats == {"mean_abs": 0.75, "saturated_fraction": 0.5, "mean_colour_abs": 0.25}
 
 
-def test_generate_with_restarts_follows_the_restart_plan(preset):
-    """``Sampler.restarts`` (History 22) reaches the sampling loop: the same seed gives the loop's own images, and
-    the restarted sampler differs from the plain one."""
-    from saliency_lib.diffusion import Restart
-
-    restarts = (Restart(100, 500, 1),)
-    sampler = Sampler("ddim", 5, guidance=0.0, classifier_scale=0.0, restarts=restarts)
-    assert sampler.label == "DDIM-5, w=0, s_cls=0, restart 100-500 x1"
-    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
-    y = torch.tensor([3, 4])
-    images = generate(preset, x_T, y, sampler, seed=2)
-    with torch.no_grad():
-        direct = preset.diffusion("ddim5").sample(sampler.denoiser(preset), x_T, y, method="ddim", restarts=restarts,
-                                                  generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(images, direct)
-    plain = generate(preset, x_T, y, dataclasses.replace(sampler, restarts=()), seed=2)
-    assert not torch.allclose(images, plain)
+def test_unet_bands_cover_every_timestep_once(preset):
+    """The shipped DDPM is a chain of three UNets: base for t >= 500, experts for [100, 500) and [0, 100)."""
+    bands = preset.unet_bands()
+    assert [(lo, hi) for _, lo, hi in bands] == [(500, 1000), (100, 500), (0, 100)]
+    assert len({id(u) for u, _, _ in bands}) == 3
+    single = dataclasses.replace(preset, unet=bands[0][0])
+    assert [(lo, hi) for _, lo, hi in single.unet_bands()] == [(0, 1000)]

@@ -1,12 +1,17 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from saliency_lib.errors import SaliencyNoiseError, WeightsError
-from saliency_lib.unet import UNet, UNetConfig, config_from_guided_diffusion_flags, load_unet, save_unet
-
-from pathlib import Path
+from saliency_lib.unet import (
+    UNet,
+    UNetConfig,
+    config_from_guided_diffusion_flags,
+    load_unet,
+    save_unet,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -162,14 +167,19 @@ def test_timestep_experts_route_each_sample_to_its_expert():
 
 # ----------------------------------------------------------------------------- the classifier (EncoderUNet)
 def test_adm128_classifier_keys_and_shapes_equal_official_manifest():
-    from saliency_lib.unet import EncoderUNet, classifier_config_from_guided_diffusion_flags
+    from saliency_lib.unet_encoder import (
+        EncoderUNet,
+        classifier_config_from_guided_diffusion_flags,
+    )
 
     manifest = json.loads((FIXTURES / "adm128_classifier_manifest.json").read_text())
     with torch.device("meta"):
         model = EncoderUNet(classifier_config_from_guided_diffusion_flags(manifest["flags"]))
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == manifest["state_dict"]
     assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters"] == 42_568_040
-    from saliency_lib.presets import ADM128_CLASSIFIER_CONFIG   # what imagenet128 loads is this official model
+    from saliency_lib.presets import (
+        ADM128_CLASSIFIER_CONFIG,  # what imagenet128 loads is this official model
+    )
     assert ADM128_CLASSIFIER_CONFIG == model.config
     with pytest.raises(SaliencyNoiseError, match="unknown guided-diffusion classifier flags"):
         classifier_config_from_guided_diffusion_flags({**manifest["flags"], "num_channels": 3})
@@ -182,7 +192,7 @@ def test_small_classifier_reproduces_official_output(pool):
     """Official EncoderUNetModel weights (random, both pools) load strictly and give the official logits."""
     from safetensors.torch import load_file
 
-    from saliency_lib.unet import EncoderUNet, EncoderUNetConfig
+    from saliency_lib.unet_encoder import EncoderUNet, EncoderUNetConfig
     from saliency_lib.weights import load_module_weights
 
     flags = json.loads((FIXTURES / "adm_classifier_small_flags.json").read_text())
@@ -201,65 +211,3 @@ def test_small_classifier_reproduces_official_output(pool):
         logits = model.eval()(ref["x"], ref["t"])
     torch.testing.assert_close(logits, ref[f"logits_{pool}"], atol=1e-5, rtol=1e-4)
 
-
-@pytest.mark.parametrize("num_res_blocks,channel_mult", [(1, (1, 2, 2)), (2, (1, 2)), (1, (1,))])
-def test_grow_res_blocks_preserves_the_function_and_adds_capacity(num_res_blocks, channel_mult):
-    from saliency_lib.unet import grow_res_blocks
-
-    torch.manual_seed(0)
-    cfg = UNetConfig(image_size=16, model_channels=32, num_res_blocks=num_res_blocks, channel_mult=channel_mult,
-                     attention_resolutions=(8,), num_classes=8, null_class=True, num_head_channels=32, out_channels=3)
-    unet = UNet(cfg).eval()
-    with torch.no_grad():   # no zero-initialised layer left: every block of the original counts
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    grown = grow_res_blocks(unet).eval()
-    assert grown.config.num_res_blocks == num_res_blocks + 1 and grown.num_parameters > unet.num_parameters
-    x, t, y = torch.randn(4, 3, 16, 16), torch.tensor([1, 100, 500, 999]), torch.tensor([0, 3, 8, 2])
-    with torch.no_grad():
-        torch.testing.assert_close(grown(x, t, y=y), unet(x, t, y=y), rtol=0, atol=1e-6)
-        # the new blocks are not dead: perturbing them changes the output
-        for block in (grown.input_blocks[1 + num_res_blocks], grown.output_blocks[1]):
-            for p in block.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        assert not torch.allclose(grown(x, t, y=y), unet(x, t, y=y), atol=1e-3)
-    # the original is untouched
-    assert unet.config.num_res_blocks == num_res_blocks
-
-
-def test_grow_res_blocks_needs_a_res_block():
-    from saliency_lib.unet import grow_res_blocks
-
-    cfg = UNetConfig(image_size=16, model_channels=32, num_res_blocks=0, channel_mult=(1, 2),
-                     attention_resolutions=(8,), num_classes=8, num_head_channels=32, out_channels=3)
-    with pytest.raises(SaliencyNoiseError, match="num_res_blocks >= 1"):
-        grow_res_blocks(UNet(cfg))
-
-
-def test_denoiser_ensemble_averages_its_members_and_commutes_with_guidance():
-    from saliency_lib.guidance import CFGModel
-    from saliency_lib.unet import DenoiserEnsemble, TimestepExperts
-
-    cfg = EXPERT_CFG
-    a, b, base = distinct_unets(0.02, -0.03, 0.01)
-    ensemble = DenoiserEnsemble([a, b])
-    x = torch.randn(4, 3, 16, 16)
-    t, y = torch.tensor([0, 120, 480, 999]), torch.tensor([0, 1, 2, 3])
-    x_before = x.clone()
-    with torch.no_grad():
-        out, from_a, from_b = ensemble(x, t, y), a(x, t, y=y), b(x, t, y=y)
-        assert not torch.allclose(from_a, from_b)
-        torch.testing.assert_close(out, (from_a + from_b) / 2)
-        # classifier-free guidance of the mean is the mean of the guided predictions (guidance is linear in eps)
-        torch.testing.assert_close(CFGModel(ensemble, 2.0)(x, t, y),
-                                   (CFGModel(a, 2.0)(x, t, y) + CFGModel(b, 2.0)(x, t, y)) / 2)
-        # one band of a chain: the ensemble takes t < 500, the base the rest
-        chain = TimestepExperts(base, ensemble, below_t=500)
-        routed = chain(x, t, y)
-        torch.testing.assert_close(routed[:3], out[:3])
-        torch.testing.assert_close(routed[3:], base(x[3:], t[3:], y=y[3:]))
-    assert torch.equal(x, x_before) and ensemble.config is a.config
-    with pytest.raises(SaliencyNoiseError, match="at least two"):
-        DenoiserEnsemble([a])
-    with pytest.raises(SaliencyNoiseError, match="num_classes"):
-        DenoiserEnsemble([a, UNet(UNetConfig(**{**cfg.__dict__, "num_classes": 3}))])

@@ -6,12 +6,24 @@ import nbformat
 import pytest
 import torch
 
-from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.pipeline import CraftedNoise, Sampler, generate, guides_for, load_guide_images
-from saliency_lib.presets import load_tiny
 from saliency_lib import suite
-from saliency_lib.widgets import ExplorerState, explorer_x_T, generation_explorer, render_generation, \
-    render_snapshot, snapshot_explorer
+from saliency_lib.errors import SaliencyNoiseError
+from saliency_lib.pipeline import (
+    CraftedNoise,
+    Sampler,
+    generate,
+    guides_for,
+    load_guide_images,
+)
+from saliency_lib.presets import load_tiny
+from saliency_lib.widgets import (
+    ExplorerState,
+    explorer_x_T,
+    generation_explorer,
+    render_generation,
+    render_snapshot,
+    snapshot_explorer,
+)
 
 
 @pytest.fixture(scope="module")

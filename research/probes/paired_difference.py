@@ -6,7 +6,7 @@ and --n).
     python scripts/paired_difference.py cand_seed0.json preset_seed0.json cand_seed1.json preset_seed1.json  # pooled
 
 Both runs drew the same x_T and targets, so each sample is scored twice; the difference of the per-class accuracies
-has a much smaller standard error than that of two independent batches (evaluate.paired_class_difference: stratified
+has a much smaller standard error than that of two independent batches (metrics.paired_class_difference: stratified
 by class, with the counts of samples only one arm draws correctly and the exact sign test on them). Needs the
 per-sample classes that ``sweep_guidance.py`` stores since History 30 and ``compare_ddpms.py`` since History 31
 (``target`` and each row's ``judge_class``).
@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from saliency_lib.errors import SaliencyNoiseError
-from saliency_lib.evaluate import paired_class_difference
+from saliency_lib.metrics import paired_class_difference
 from saliency_lib.weights import atomic_write_bytes
 
 
