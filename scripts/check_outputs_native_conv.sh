@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stand-in for "another CPU": re-run notebooks with torch's native convolution kernels instead of oneDNN's
 # (a different summation order, so slightly different float32 rounding, as on another CPU model), and
-# compare them with their stored outputs to within each cell's tolerance (python -m saliency_lib.suite --check).
+# check them against their stored outputs with nbval, within each cell's tolerance (as the test command does).
 #   bash scripts/check_outputs_native_conv.sh            # notebooks 01, 03, 06 (those CI once failed)
 #   bash scripts/check_outputs_native_conv.sh 02,04,05
 set -euo pipefail
@@ -31,4 +31,7 @@ ipy=$(mktemp -d)
 trap 'rm -rf "$ipy"' EXIT
 mkdir -p "$ipy/profile_default/startup"
 echo 'import torch; torch.backends.mkldnn.enabled = False' > "$ipy/profile_default/startup/00_native_conv.py"
-IPYTHONDIR="$ipy" .venv/bin/python -m saliency_lib.suite --check --only "$only"
+books=()
+for n in ${only//,/ }; do books+=(notebooks/${n}_*.ipynb); done
+IPYTHONDIR="$ipy" .venv/bin/python -m pytest --nbval "${books[@]}" --nbval-current-env \
+    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200 -p no:cacheprovider
