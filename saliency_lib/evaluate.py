@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .classifiers import load_noisy_classifier
+from .errors import SaliencyNoiseError, check_writable_dir
 from .presets import load_preset
 from .protocol import QUICK_PROTOCOL, ProtocolArgs, run_protocol
 from .quality import (
@@ -66,6 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
+    try:   # destinations first: a run that cannot save its results says so before it starts
+        if getattr(a, "out", None) is not None:
+            check_writable_dir(a.out, "--out")
+        if getattr(a, "json", None) is not None:
+            if a.json.is_dir():
+                raise SaliencyNoiseError(f"--json {str(a.json)!r} is a folder; give a file name, e.g. results.json")
+            check_writable_dir(a.json.parent, "the folder of --json")
+        if getattr(a, "cache", None) is not None:
+            check_writable_dir(a.cache, "--cache")
+    except SaliencyNoiseError as err:
+        p.error(str(err))
     if a.threads:
         torch.set_num_threads(a.threads)
     preset = load_preset(a.preset)

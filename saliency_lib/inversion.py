@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from .classifiers import Normalization
-from .errors import SaliencyNoiseError, check_image_batch, check_labels
+from .errors import SaliencyNoiseError, WeightsError, check_image_batch, check_labels, check_writable_dir
 from .weights import load_tensors, save_tensors
 
 
@@ -284,30 +285,46 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torch.Tensor | None,
                             normalization: Normalization, config: IGConfig, seed: int,
-                            cache_dir: str | Path | None = None, progress: bool = False) -> tuple[IGResult, dict]:
+                            cache_dir: str | Path | None = None, progress: bool = False,
+                            allow_partial: bool = False) -> tuple[IGResult, dict]:
     """:func:`invert_gradients` with init ``randn`` from ``seed``, cached on disk (safetensors, atomic).
 
-    The key hashes the guides, labels, config, seed, normalization and the classifier's weights.
+    The key hashes the guides, labels, config, seed, normalization and the classifier's weights. The cache folder is
+    checked for writability before IG starts. An entry that cannot be read (corrupt, truncated, or from an older
+    format) is reported, moved aside as ``<key>.corrupt`` and recomputed. Ctrl-C during IG raises
+    ``KeyboardInterrupt`` (nothing is cached); with ``allow_partial`` the partial result is returned instead,
+    ``stats["interrupted"]`` True, and not cached either.
     """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = check_writable_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir(), "IG cache folder")
     key = _digest(guides.detach().cpu().contiguous().numpy().tobytes(),
                   "none" if labels is None else labels.cpu().numpy().tobytes(),
                   json.dumps(dataclasses.asdict(config), sort_keys=True), str(seed),
                   json.dumps(dataclasses.asdict(normalization)), model_fingerprint(model))
     path = cache / "ig" / f"{key}.safetensors"
     if path.exists():
-        tensors, meta = load_tensors(path)
-        snaps = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("snapshot.")}
-        result = IGResult(snapshots=dict(sorted(snaps.items())), best=tensors["best"], labels=tensors["labels"])
-        stats = {"loss": tensors["loss"], "best_loss": tensors["best_loss"],
-                 "iterations_done": int(meta["iterations_done"]), "interrupted": False,
-                 "restart": tensors["restart"], "cached": True,
-                 "wall_seconds": float(meta.get("wall_seconds", "nan"))}
-        return result, stats
+        try:
+            tensors, meta = load_tensors(path)
+            snaps = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("snapshot.")}
+            if set(snaps) != set(config.snapshots):
+                raise KeyError(f"snapshots {sorted(snaps)} instead of {sorted(config.snapshots)}")
+            result = IGResult(snapshots=dict(sorted(snaps.items())), best=tensors["best"], labels=tensors["labels"])
+            stats = {"loss": tensors["loss"], "best_loss": tensors["best_loss"],
+                     "iterations_done": int(meta["iterations_done"]), "interrupted": False,
+                     "restart": tensors["restart"], "cached": True,
+                     "wall_seconds": float(meta.get("wall_seconds", "nan"))}
+            return result, stats
+        except (WeightsError, KeyError, ValueError) as err:
+            aside = path.with_suffix(".corrupt")
+            os.replace(path, aside)
+            warnings.warn(f"IG cache entry {path} could not be read ({err}); moved it to {aside.name} and "
+                          "recomputing", stacklevel=2)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
     result, stats = invert_gradients(model, guides, labels, normalization, config, generator=g, progress=progress)
     stats["wall_seconds"] = time.time() - t0
+    if stats["interrupted"] and not allow_partial:
+        raise KeyboardInterrupt(f"Inverting Gradients interrupted after {stats['iterations_done']} of "
+                                f"{config.iterations} iterations; nothing was cached")
     if not stats["interrupted"]:  # never cache a partial run
         tensors = {f"snapshot.{k}": v for k, v in result.snapshots.items()}
         tensors.update(best=result.best, labels=result.labels, loss=stats["loss"],

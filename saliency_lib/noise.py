@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errors import SaliencyNoiseError, check_image_batch
+from .errors import SaliencyNoiseError, check_image_batch, check_number
 
 
 def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -69,10 +69,12 @@ def mix_with_gaussian(crafted: torch.Tensor, strength: float, generator: torch.G
     Gaussian noise. With a standardized ``crafted`` the result keeps unit variance for every s.
     """
     check_image_batch("crafted", crafted)
-    if not 0.0 <= strength <= 1.0:
-        raise SaliencyNoiseError(f"strength must be in [0, 1], got {strength}")
+    strength = check_number("strength (0: Gaussian noise, 1: the paper's recipe)", strength, 0.0, 1.0)
     if fresh is None:
         fresh = torch.randn(crafted.shape, generator=generator, dtype=crafted.dtype).to(crafted.device)
+    elif check_image_batch("fresh", fresh).shape != crafted.shape:
+        raise SaliencyNoiseError(f"fresh noise must have the crafted noise's shape {tuple(crafted.shape)} (one eps "
+                                 f"per image), got {tuple(fresh.shape)}")
     return strength * crafted + math.sqrt(1 - strength ** 2) * fresh
 
 

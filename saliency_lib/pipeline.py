@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +23,7 @@ from torch import nn
 
 from . import data
 from .classifiers import Normalization, load_classifier
-from .errors import SaliencyNoiseError, check_image_batch, check_labels
+from .errors import SaliencyNoiseError, check_image_batch, check_labels, check_number
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
 from .presets import Preset
@@ -37,14 +40,16 @@ class Sampler:
     def __post_init__(self) -> None:
         if self.method not in ("ddim", "ddpm"):
             raise SaliencyNoiseError(f"Sampler.method must be 'ddim' or 'ddpm', got {self.method!r}")
-        if self.steps < 1:
-            raise SaliencyNoiseError(f"Sampler.steps must be >= 1, got {self.steps}")
-        if self.guidance is not None and self.guidance < 0:
-            raise SaliencyNoiseError(f"Sampler.guidance must be >= 0 (or None for the preset's weight), got "
-                                     f"{self.guidance}")
-        if self.classifier_scale is not None and self.classifier_scale < 0:
-            raise SaliencyNoiseError(f"Sampler.classifier_scale must be >= 0 (or None for the preset's scale), got "
-                                     f"{self.classifier_scale}")
+        object.__setattr__(self, "steps", check_number("Sampler.steps", self.steps, 1, None, integer=True))
+        # eta interpolates DDIM (0) and DDPM-like (1) noise; outside [0, 1] the step's variance is not a variance
+        object.__setattr__(self, "eta", check_number("Sampler.eta", self.eta, 0.0, 1.0))
+        if self.guidance is not None:
+            object.__setattr__(self, "guidance", check_number(
+                "Sampler.guidance (the classifier-free guidance weight w; None: the preset's)", self.guidance, 0.0))
+        if self.classifier_scale is not None:
+            object.__setattr__(self, "classifier_scale", check_number(
+                "Sampler.classifier_scale (the classifier guidance scale s; None: the preset's)",
+                self.classifier_scale, 0.0))
 
     @classmethod
     def parse(cls, text: str, guidance: float | None = None, classifier_scale: float | None = None) -> "Sampler":
@@ -131,13 +136,16 @@ class CraftedNoise:
 
 def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | None, steps: Sequence[int] = (1000,),
                 seed: int = 0, ig: IGConfig | None = None, cache_dir: str | Path | None = None,
-                progress: bool = False, classifier: nn.Module | None = None) -> CraftedNoise:
+                progress: bool = False, classifier: nn.Module | None = None,
+                allow_partial: bool = False) -> CraftedNoise:
     """Alg. 1 lines 1-3: IG against the preset's classifier, snapshots at ``steps``, standardized.
 
     guides: ``[B, 3, H, W]`` in [-1, 1] (diffusion space). The IG run lasts ``max(steps)`` iterations
     (its LR milestones are fractions of that) unless ``ig`` says otherwise; the other IG settings default
     to the preset's (``preset.ig_config``). ``classifier``: invert this one instead of ``preset.classifier``
-    (its ``config.normalization`` gives its input space), e.g. one of ``preset.ig_alternatives``.
+    (its ``config.normalization`` gives its input space), e.g. one of ``preset.ig_alternatives``. Ctrl-C stops IG
+    and raises ``KeyboardInterrupt``; with ``allow_partial`` it returns the snapshots reached instead
+    (``stats["interrupted"]``), never cached.
     """
     check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
     steps = sorted(set(int(s) for s in steps))
@@ -148,7 +156,8 @@ def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | Non
     device = next(model.parameters()).device
     result, stats = cached_invert_gradients(model, norm.from_diffusion(guides.to(device)),
                                             labels if labels is None else labels.to(device), norm,
-                                            cfg, seed=seed, cache_dir=cache_dir, progress=progress)
+                                            cfg, seed=seed, cache_dir=cache_dir, progress=progress,
+                                            allow_partial=allow_partial)
     noises = {k: resize(standardize(v), preset.image_size) for k, v in result.snapshots.items()}
     return CraftedNoise(noises=noises, raw=result.snapshots, stats=stats)
 
@@ -173,12 +182,25 @@ def prepare_guided_noise(preset: Preset, n_guides: int, ig_steps: Sequence[int],
 
 
 def target_labels(preset: Preset, target: int | str | Sequence[int | str] | torch.Tensor, n: int) -> torch.Tensor:
-    """Class ids ``[n]`` from one class (name or id) or one per image."""
+    """Class ids ``[n]`` from one class (name or id; numpy ints too) or one per image (a list, array or tensor)."""
+    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise SaliencyNoiseError(f"target must be class names or ids, got the bool {target!r}")
     if isinstance(target, torch.Tensor):
-        return check_labels("target", target, n, len(preset.class_names))
+        if target.dim() == 0:
+            target = target.item()
+        else:
+            return check_labels("target", target, n, len(preset.class_names))
+    if isinstance(target, numbers.Integral):
+        target = int(target)
     if isinstance(target, (int, str)):
         return torch.full((n,), preset.class_id(target), dtype=torch.long)
-    ids = [preset.class_id(t) for t in target]
+    if not isinstance(target, Iterable):
+        raise SaliencyNoiseError(f"target must be a class name or id, or one per image, got {type(target).__name__}")
+    ids = []
+    for t in target:
+        if isinstance(t, bool) or not isinstance(t, (numbers.Integral, str)):
+            raise SaliencyNoiseError(f"target must hold class names or ids, got {t!r} ({type(t).__name__})")
+        ids.append(preset.class_id(t if isinstance(t, str) else int(t)))
     if len(ids) != n:
         raise SaliencyNoiseError(f"target lists {len(ids)} classes for {n} noises")
     return torch.tensor(ids, dtype=torch.long)
@@ -195,14 +217,27 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     ``sampler.denoiser(preset)`` (e.g. your own guidance wrapper of it).
     """
     check_image_batch("x_T", x_T, channels=3, size=preset.image_size)
-    device = next(preset.unet.parameters()).device
-    y = target_labels(preset, target, x_T.shape[0]).to(device)
+    if not isinstance(sampler, Sampler):
+        raise SaliencyNoiseError(f"sampler must be a Sampler, e.g. Sampler('ddim', 50), got {type(sampler).__name__}")
+    seed = check_number("seed", seed, 0, None, integer=True)
+    param = next(preset.unet.parameters())
+    if x_T.dtype != param.dtype:
+        warnings.warn(f"x_T is {x_T.dtype}; converted to the DDPM's {param.dtype}", stacklevel=2)
+    y = target_labels(preset, target, x_T.shape[0]).to(param.device)
     diffusion = preset.diffusion(sampler.respacing)
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = torch.Generator(device=param.device).manual_seed(seed)
     denoiser = sampler.denoiser(preset) if model is None else model
     with torch.no_grad():
-        return diffusion.sample(denoiser, x_T.to(device), y, method=sampler.method, eta=sampler.eta,
-                                generator=g, progress=progress)
+        images = diffusion.sample(denoiser, x_T.to(param.device, param.dtype), y, method=sampler.method,
+                                  eta=sampler.eta, generator=g, progress=progress)
+    if not torch.isfinite(images).all():
+        w = preset.guidance_weight if sampler.guidance is None else sampler.guidance
+        s = preset.classifier_scale if sampler.classifier_scale is None else sampler.classifier_scale
+        raise SaliencyNoiseError(f"sampling with {sampler.method.upper()}-{sampler.steps} (guidance w={w:g}, classifier "
+                                 f"scale s={s:g}, eta={sampler.eta:g}) produced NaN or inf values; x_T "
+                                 f"ranged over [{x_T.min().item():.3g}, {x_T.max().item():.3g}] (N(0, I) noise stays "
+                                 "within about +-5): lower the guidance or check x_T")
+    return images
 
 
 def saliency_classifier(preset: Preset, trained: str | Path | None = None) -> tuple[nn.Module, Normalization]:

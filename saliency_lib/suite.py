@@ -8,7 +8,8 @@
 
 Each notebook runs into ``runs/<name>/<name>.ipynb`` with its ``parameters`` cell overridden (papermill
 injects a cell after it). ``-p NAME VALUE`` values are parsed as Python literals when they are one
-(numbers, lists, dicts, booleans), else kept as strings; every notebook passes ``preset_options`` (a dict) to
+(numbers, lists, dicts, booleans), else kept as strings; each goes to the notebooks whose parameters cell defines
+it, and a name that none defines is refused (exit code 2). Every notebook passes ``preset_options`` (a dict) to
 ``load_preset``. The first failing notebook stops the run with a non-zero exit code and a message naming the
 notebook and the cell. ``--store`` re-executes the notebooks in place: the stored outputs that the README's test
 command checks with nbval (``pytest --nbval notebooks``, tolerances as in ``saliency_lib.outputs``).
@@ -67,6 +68,18 @@ def parse_value(text: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def check_parameters(books: list[Path], params: dict) -> dict[Path, dict]:
+    """Each notebook's share of the ``-p`` parameters: those its ``parameters`` cell defines. A name that none of
+    the notebooks defines is refused (papermill would inject it unused, and the run would silently use the
+    defaults, e.g. after a typo)."""
+    known = {path: set(pm.inspect_notebook(str(path))) for path in books}
+    unknown = sorted(set(params) - set().union(*known.values()))
+    if unknown:
+        raise SaliencyNoiseError(f"no notebook has the parameter(s) {unknown}; their parameters cells define "
+                                 f"{sorted(set().union(*known.values()))}")
+    return {path: {k: v for k, v in params.items() if k in known[path]} for path in books}
 
 
 def run_notebook(path: Path, out_dir: Path, parameters: dict, kernel: str | None = None) -> SuiteResult:
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         books = discover(a.notebooks, a.only.split(",") if a.only else None)
+        per_book = check_parameters(books, params)
     except SaliencyNoiseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.store:
                 r = store_outputs(path, a.kernel or "python3")
             else:
-                r = run_notebook(path, a.out, params, a.kernel)
+                r = run_notebook(path, a.out, per_book[path], a.kernel)
         except NotebookFailed as e:
             bar.close()
             print(f"FAILED {e}", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import SaliencyNoiseError
+from .errors import SaliencyNoiseError, check_writable_dir
 from .weights import load_tensors, save_tensors
 
 
@@ -185,7 +185,7 @@ def run_training(out: Path, model: nn.Module, cfg: LoopConfig,
     and optimizer use the model itself). Both are for GPUs, where a small UNet's eager float32 step, not the
     arithmetic, limits the rate.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(out, "checkpoint folder")
     device = torch.device(device)
     if device.type == "cuda":   # fixed input shapes: let cuDNN pick the fastest convolution kernels
         torch.backends.cudnn.benchmark = True
@@ -196,7 +196,10 @@ def run_training(out: Path, model: nn.Module, cfg: LoopConfig,
         ema = copy.deepcopy(model).eval().requires_grad_(False)
     start, loss_curve, wall = 0, [], 0.0
     last = out / "last.safetensors"
-    if resume and last.exists():
+    if resume and not last.exists():
+        raise SaliencyNoiseError(f"--resume: there is no checkpoint {last} to resume from; drop --resume to start a "
+                                 "fresh run, or give the --out of the run to continue")
+    if resume:
         if fit_minutes is not None:
             raise SaliencyNoiseError("fit_minutes sets the planned length of a fresh run; with --resume give --steps")
         tensors, meta = load_tensors(last)
