@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from . import data
-from .classifiers import Normalization, load_classifier
+from .classifiers import Normalization
 from .errors import SaliencyNoiseError, check_image_batch, check_labels, check_number
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
@@ -240,20 +240,13 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     return images
 
 
-def saliency_classifier(preset: Preset, trained: str | Path | None = None) -> tuple[nn.Module, Normalization]:
+def saliency_classifier(preset: Preset) -> tuple[nn.Module, Normalization]:
     """The classifier that saliency maps (feature maps, FGSM, input gradients) are taken from, and its input space.
 
     Saliency needs a network that recognises the object: ``preset.saliency_classifier`` where the preset ships one
     (the tiny preset's IG classifier is untrained on purpose, so it ships a trained small ResNet for this), else
-    ``preset.classifier`` (imagenet128: the paper's ResNet18). ``trained``: a classifier weights file to use instead.
+    ``preset.classifier`` (imagenet128: the paper's ResNet18).
     """
-    if trained is not None:
-        if not Path(trained).is_file():
-            raise SaliencyNoiseError(f"saliency classifier {str(trained)!r} does not exist; expected classifier "
-                                     "weights written by `python -m saliency_lib.train classifier`")
-        model = load_classifier(trained).to(next(preset.unet.parameters()).device)
-    elif preset.saliency_classifier is not None:
-        model = preset.saliency_classifier
-    else:
+    if preset.saliency_classifier is None:
         return preset.classifier, preset.normalization
-    return model, model.config.normalization
+    return preset.saliency_classifier, preset.saliency_classifier.config.normalization

@@ -287,7 +287,14 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
         raise SaliencyNoiseError(f"{manifest_path}, ddpm_low_noise: {err}") from None
     for expert, below_t in zip(experts, thresholds):
         unet = low_noise_experts(unet, diff_cfg, d / expert["file"], below_t)
-    classifier = load_classifier(d / manifest["ig_classifier"])
+    classifiers: dict[str, nn.Module] = {}   # file -> model: a file named in several roles is loaded once
+
+    def classifier_file(name: str) -> nn.Module:
+        if name not in classifiers:
+            classifiers[name] = load_classifier(d / name)
+        return classifiers[name]
+
+    classifier = classifier_file(manifest["ig_classifier"])
     cfg: ClassifierConfig = classifier.config
     return Preset(name="tiny", unet=unet, diffusion_config=diff_cfg, classifier=classifier,
                   normalization=cfg.normalization, class_names=list(data.CLASS_NAMES),
@@ -299,9 +306,9 @@ def load_tiny(device: str = "cpu", model_dir: str | os.PathLike | None = None) -
                   noisy_classifier=(load_noisy_classifier(d / manifest["noisy_classifier"])
                                     if "noisy_classifier" in manifest else None),
                   classifier_scale=float(manifest.get("classifier_scale", 0.0)),
-                  saliency_classifier=(load_classifier(d / manifest["saliency_classifier"])
+                  saliency_classifier=(classifier_file(manifest["saliency_classifier"])
                                        if "saliency_classifier" in manifest else None),
-                  ig_alternatives={name: load_classifier(d / f)
+                  ig_alternatives={name: classifier_file(f)
                                    for name, f in manifest.get("ig_classifier_alternatives", {}).items()}).to(device)
 
 

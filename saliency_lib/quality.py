@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from . import data
-from .classifiers import ClassifierConfig, SmallResNet
 from .errors import SaliencyNoiseError
 from .metrics import (
     bootstrap_ci,
@@ -200,15 +199,13 @@ def layout_rows(preset: Preset, guides: data.ShapeBatch, noises: Mapping[str, to
 
 
 # ------------------------------------------------------------------------------------ IG classifier choice
-def ig_candidates(preset: Preset, untrained_seed: int = 123) -> dict[str, tuple[nn.Module, float]]:
-    """The IG classifiers compared in the model card and the protocol: name -> (model, temperature). An untrained
-    small ResNet (seeded; the tiny preset's own IG classifier is this one), the preset's trained alternatives
+def ig_candidates(preset: Preset) -> dict[str, tuple[nn.Module, float]]:
+    """The IG classifiers compared in the model card and the protocol: name -> (model, temperature). The preset's
+    own IG classifier (on tiny an untrained small ResNet, so named "untrained"), its trained alternatives
     (``Preset.ig_alternatives``) and, when there is a trained one, the same at temperature 4."""
-    torch.manual_seed(untrained_seed)
-    cands: dict[str, tuple[nn.Module, float]] = {"untrained": (SmallResNet(ClassifierConfig()).eval(), 1.0)}
-    device = next(preset.unet.parameters()).device
+    own = "untrained" if str(preset.info.get("ig_classifier_source", "")).startswith("untrained") else "shipped"
+    cands: dict[str, tuple[nn.Module, float]] = {own: (preset.classifier, 1.0)}
     cands.update({name: (model, 1.0) for name, model in preset.ig_alternatives.items()})
-    cands["untrained"][0].to(device)
     if "trained" in cands:
         cands["trained_T4"] = (cands["trained"][0], 4.0)
     return cands
