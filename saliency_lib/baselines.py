@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .diffusion import image_generators, randn
 from .errors import SaliencyNoiseError, check_image_batch
 from .pipeline import Sampler, target_labels
 from .presets import Preset
@@ -33,18 +34,19 @@ def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def sdedit(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[int | str] | torch.Tensor,
-           t0: float, sampler: Sampler = Sampler(), seed: int = 0) -> torch.Tensor:
-    """SDEdit from the guides at ``t0`` (a fraction of T in (0, 1]) with the target classes."""
+           t0: float, sampler: Sampler = Sampler(), seed: int = 0, first_index: int = 0) -> torch.Tensor:
+    """SDEdit from the guides at ``t0`` (a fraction of T in (0, 1]) with the target classes; per-image noise
+    streams from ``(seed, first_index + j)`` as in :func:`~saliency_lib.pipeline.generate`."""
     check_image_batch("guides", guides, channels=3, size=preset.image_size, value_range=(-1, 1))
     if not 0 < t0 <= 1:
         raise SaliencyNoiseError(f"t0 is a fraction of T in (0, 1], got {t0}")
     device = next(preset.unet.parameters()).device
     process = preset.diffusion(sampler.respacing)
     start = max(0, min(process.num_timesteps - 1, round(t0 * process.num_timesteps) - 1))
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = image_generators(seed, guides.shape[0], first_index, device)
     x0 = guides.to(device)
     t = torch.full((x0.shape[0],), start, dtype=torch.long, device=device)
-    noise = torch.randn(x0.shape, generator=g, device=device)
+    noise = randn(x0.shape, g, device)
     x_t = process.q_sample(x0, t, noise)
     y = target_labels(preset, target, x0.shape[0]).to(device)
     return process.sample(sampler.denoiser(preset), x_t, y, method=sampler.method, eta=sampler.eta,
@@ -52,15 +54,17 @@ def sdedit(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[in
 
 
 def ilvr(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[int | str] | torch.Tensor,
-         factor: int, x_T: torch.Tensor | None = None, sampler: Sampler = Sampler(), seed: int = 0) -> torch.Tensor:
-    """ILVR: low-pass guidance by the guides at every step, from ``x_T`` (default: N(0, I) from ``seed``)."""
+         factor: int, x_T: torch.Tensor | None = None, sampler: Sampler = Sampler(), seed: int = 0,
+         first_index: int = 0) -> torch.Tensor:
+    """ILVR: low-pass guidance by the guides at every step, from ``x_T`` (default: N(0, I) from ``seed``);
+    per-image noise streams from ``(seed, first_index + j)`` as in :func:`~saliency_lib.pipeline.generate`."""
     check_image_batch("guides", guides, channels=3, size=preset.image_size, value_range=(-1, 1))
     device = next(preset.unet.parameters()).device
     process = preset.diffusion(sampler.respacing)
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = image_generators(seed, guides.shape[0], first_index, device)
     ref = guides.to(device)
     n = ref.shape[0]
-    x = torch.randn(ref.shape, generator=g, device=device) if x_T is None else x_T.to(device)
+    x = randn(ref.shape, g, device) if x_T is None else x_T.to(device)
     check_image_batch("x_T", x, channels=3, size=preset.image_size)
     y = target_labels(preset, target, n).to(device)
     model = sampler.denoiser(preset)
@@ -72,7 +76,7 @@ def ilvr(preset: Preset, guides: torch.Tensor, target: int | str | Sequence[int 
                 x = process.ddim_step(model, x, i, y, eta=sampler.eta, generator=g).sample
             if i > 0:   # x is now x_{i-1}: match its low frequencies to the guide noised to index i-1
                 t_prev = torch.full((n,), i - 1, dtype=torch.long, device=device)
-                y_prev = process.q_sample(ref, t_prev, torch.randn(ref.shape, generator=g, device=device))
+                y_prev = process.q_sample(ref, t_prev, randn(ref.shape, g, device))
             else:       # x is the final sample: match the clean guide's low frequencies
                 y_prev = ref
             x = x - low_pass(x, factor) + low_pass(y_prev, factor)

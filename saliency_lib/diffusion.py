@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -29,6 +29,32 @@ from tqdm.auto import tqdm
 from .errors import SaliencyNoiseError, check_image_batch
 
 Model = Callable[..., torch.Tensor]
+# What drives a sampler's own noise: one generator for the batch, or one per image (see :func:`image_generators`)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+# ----------------------------------------------------------------------------------- random streams
+def image_generators(seed: int, n: int, first_index: int = 0, device: str | torch.device = "cpu"
+                     ) -> list[torch.Generator]:
+    """One generator per image: image ``first_index + j`` of a run seeded ``seed`` gets the stream seeded from
+    ``(seed, first_index + j)`` (numpy's SeedSequence, so neighbouring seeds give unrelated streams). An image
+    then draws the same noise whether it is sampled alone, in a batch, or in another batch split."""
+    gens = []
+    for j in range(n):
+        state = np.random.SeedSequence([seed, first_index + j]).generate_state(1, dtype=np.uint64)[0]
+        gens.append(torch.Generator(device=device).manual_seed(int(state)))
+    return gens
+
+
+def randn(shape: Sequence[int], generator: Generators, device: torch.device | str = "cpu",
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """N(0, I) of ``shape`` ``[N, ...]`` from one generator, or image by image from ``N`` generators."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise SaliencyNoiseError(f"{len(gens)} generators for a batch of {shape[0]} images: pass one per image")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in gens])
 
 
 # ----------------------------------------------------------------------------------- schedules
@@ -217,10 +243,10 @@ class GaussianDiffusion:
 
     # ---------------------------------------------------------------- forward process
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: Generators = None) -> torch.Tensor:
         """Sample q(x_t | x_0) (Eq. 2-3): sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
         if noise is None:
-            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
         return (self._gather(self.sqrt_alphas_cumprod, t, x_start) * x_start
                 + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
 
@@ -300,14 +326,15 @@ class GaussianDiffusion:
         return self.p_mean_variance_from_output(out, x_t, t)
 
     def ddpm_step_from_output(self, out: dict[str, torch.Tensor], x_t: torch.Tensor, t: torch.Tensor,
-                              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Ancestral step (Eq. 5): x_{t-1} = mu + sigma z, no noise at t = 0."""
-        z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+                              generator: Generators = None) -> torch.Tensor:
+        """Ancestral step (Eq. 5): x_{t-1} = mu + sigma z, no noise at t = 0 (z drawn at every step, so each
+        image's stream advances alike)."""
+        z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.dim() - 1)))
         return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * z
 
     def ddim_step_from_output(self, out: dict[str, torch.Tensor], x_t: torch.Tensor, t: torch.Tensor,
-                              eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                              eta: float = 0.0, generator: Generators = None) -> torch.Tensor:
         """DDIM step (Song et al. 2021, Eq. 12): sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z."""
         eps = self.predict_eps_from_xstart(x_t, t, out["pred_xstart"])
         abar = self._gather(self.alphas_cumprod, t, x_t)
@@ -316,19 +343,19 @@ class GaussianDiffusion:
         mean = out["pred_xstart"] * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma ** 2) * eps
         if eta == 0:
             return mean
-        z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.dim() - 1)))
         return mean + nonzero * sigma * z
 
     def ddpm_step(self, model: Model, x_t: torch.Tensor, t: int | torch.Tensor, y: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> StepOutput:
+                  generator: Generators = None) -> StepOutput:
         idx = self._index_tensor(t, x_t.shape[0], x_t.device)
         out = self.p_mean_variance(model, x_t, idx, y)
         return StepOutput(int(self.timestep_map[idx[0].item()]), self.ddpm_step_from_output(out, x_t, idx, generator),
                           out["pred_xstart"])
 
     def ddim_step(self, model: Model, x_t: torch.Tensor, t: int | torch.Tensor, y: torch.Tensor | None = None,
-                  eta: float = 0.0, generator: torch.Generator | None = None) -> StepOutput:
+                  eta: float = 0.0, generator: Generators = None) -> StepOutput:
         idx = self._index_tensor(t, x_t.shape[0], x_t.device)
         out = self.p_mean_variance(model, x_t, idx, y)
         return StepOutput(int(self.timestep_map[idx[0].item()]),
@@ -337,14 +364,15 @@ class GaussianDiffusion:
     # ---------------------------------------------------------------- loops
     def sample_progressive(self, model: Model, x_T: torch.Tensor, y: torch.Tensor | None = None, *,
                            method: str = "ddpm", eta: float = 0.0, start_index: int | None = None,
-                           generator: torch.Generator | None = None,
+                           generator: Generators = None,
                            progress: bool = False) -> Iterator[StepOutput]:
         """Run the reverse process from the caller's ``x_T`` and yield (t, x_{t-1}, pred x_0) every step.
 
         ``x_T``: ``[N, C, H, W]`` (Gaussian noise, crafted noise, or an image noised to ``start_index``).
         ``start_index``: first process index (default the last, T-1); smaller values start part-way
         (SDEdit-style). ``method``: "ddpm" (ancestral, Eq. 5) or "ddim" (with ``eta``); ``generator`` drives
-        the sampler's own noise.
+        the sampler's own noise: one ``torch.Generator`` for the batch, or one per image
+        (:func:`image_generators`) so that each image is independent of the batch it is drawn in.
         """
         check_image_batch("x_T", x_T)
         if method not in ("ddpm", "ddim"):

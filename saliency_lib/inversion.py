@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .classifiers import Normalization
 from .errors import SaliencyNoiseError, WeightsError, check_image_batch, check_labels, check_writable_dir
-from .weights import load_tensors, save_tensors
+from .weights import load_tensors, remove_stale_temp_files, save_tensors, tensor_checksum
 
 
 @dataclass(frozen=True)
@@ -290,8 +290,10 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
     """:func:`invert_gradients` with init ``randn`` from ``seed``, cached on disk (safetensors, atomic).
 
     The key hashes the guides, labels, config, seed, normalization and the classifier's weights. The cache folder is
-    checked for writability before IG starts. An entry that cannot be read (corrupt, truncated, or from an older
-    format) is reported, moved aside as ``<key>.corrupt`` and recomputed. Ctrl-C during IG raises
+    checked for writability before IG starts, and temporary files that interrupted writes left there (older than an
+    hour) are removed. Each entry carries the sha256 of its tensors (:func:`~saliency_lib.weights.tensor_checksum`);
+    an entry that cannot be read, fails its checksum or lacks one (corrupt, truncated, or from an older format) is
+    reported, moved aside as ``<key>.corrupt`` and recomputed. Ctrl-C during IG raises
     ``KeyboardInterrupt`` (nothing is cached); with ``allow_partial`` the partial result is returned instead,
     ``stats["interrupted"]`` True, and not cached either.
     """
@@ -301,9 +303,15 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
                   json.dumps(dataclasses.asdict(config), sort_keys=True), str(seed),
                   json.dumps(dataclasses.asdict(normalization)), model_fingerprint(model))
     path = cache / "ig" / f"{key}.safetensors"
+    if path.parent.is_dir():
+        remove_stale_temp_files(path.parent)
     if path.exists():
         try:
             tensors, meta = load_tensors(path)
+            if "sha256" not in meta:
+                raise KeyError("it carries no checksum (an entry from an older format)")
+            if tensor_checksum(tensors) != meta["sha256"]:
+                raise ValueError("its tensors do not match their checksum (the file was altered or damaged)")
             snaps = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("snapshot.")}
             if set(snaps) != set(config.snapshots):
                 raise KeyError(f"snapshots {sorted(snaps)} instead of {sorted(config.snapshots)}")
@@ -330,6 +338,7 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
         tensors.update(best=result.best, labels=result.labels, loss=stats["loss"],
                        best_loss=stats["best_loss"], restart=stats["restart"])
         save_tensors(path, tensors, {"iterations_done": str(stats["iterations_done"]),
+                                     "sha256": tensor_checksum(tensors),
                                      "config": json.dumps(dataclasses.asdict(config)),
                                      "wall_seconds": f"{stats['wall_seconds']:.2f}"})
     stats["cached"] = False

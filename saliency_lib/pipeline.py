@@ -23,6 +23,7 @@ from torch import nn
 
 from . import data
 from .classifiers import Normalization
+from .diffusion import image_generators
 from .errors import SaliencyNoiseError, check_image_batch, check_labels, check_number
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
@@ -208,10 +209,13 @@ def target_labels(preset: Preset, target: int | str | Sequence[int | str] | torc
 
 def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int | str] | torch.Tensor,
              sampler: Sampler = Sampler(), seed: int = 0, progress: bool = False,
-             model: torch.nn.Module | None = None) -> torch.Tensor:
+             model: torch.nn.Module | None = None, first_index: int = 0) -> torch.Tensor:
     """Alg. 1 line 4: sample the DDPM from the given ``x_T`` ``[N, 3, S, S]`` with target classes.
 
-    Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0);
+    Returns ``[N, 3, S, S]`` in [-1, 1]. ``seed`` drives the sampler's own noise (DDPM, DDIM eta > 0), one
+    stream per image: image j is image ``first_index + j`` of the run seeded ``seed``
+    (:func:`~saliency_lib.diffusion.image_generators`), so it comes out the same whether drawn alone
+    (``x_T[j:j+1]``, ``first_index=j``) or in any batch;
     ``sampler.guidance`` the classifier-free guidance weight, ``sampler.classifier_scale`` the classifier
     guidance scale (None: the preset's). ``model``: the denoiser ``model(x_t, t, y=labels)`` to sample instead of
     ``sampler.denoiser(preset)`` (e.g. your own guidance wrapper of it).
@@ -220,12 +224,13 @@ def generate(preset: Preset, x_T: torch.Tensor, target: int | str | Sequence[int
     if not isinstance(sampler, Sampler):
         raise SaliencyNoiseError(f"sampler must be a Sampler, e.g. Sampler('ddim', 50), got {type(sampler).__name__}")
     seed = check_number("seed", seed, 0, None, integer=True)
+    first_index = check_number("first_index", first_index, 0, None, integer=True)
     param = next(preset.unet.parameters())
     if x_T.dtype != param.dtype:
         warnings.warn(f"x_T is {x_T.dtype}; converted to the DDPM's {param.dtype}", stacklevel=2)
     y = target_labels(preset, target, x_T.shape[0]).to(param.device)
     diffusion = preset.diffusion(sampler.respacing)
-    g = torch.Generator(device=param.device).manual_seed(seed)
+    g = image_generators(seed, x_T.shape[0], first_index, param.device)
     denoiser = sampler.denoiser(preset) if model is None else model
     with torch.no_grad():
         images = diffusion.sample(denoiser, x_T.to(param.device, param.dtype), y, method=sampler.method,

@@ -208,12 +208,12 @@ def baseline_rows(run: ProtocolRun) -> None:
     """Methods that impose the guide's structure differently: SDEdit at each start t0 and ILVR at each factor N."""
     a, guides, ddim, preset = run.args, run.guides, run.ddim, run.preset
     for t0_frac in a.sdedit_t0:
-        imgs, sec = batched(lambda ib, yb, seed: sdedit(preset, guides.images[ib], yb, t0_frac, ddim, seed=seed),
+        imgs, sec = batched(lambda ib, yb, **kw: sdedit(preset, guides.images[ib], yb, t0_frac, ddim, **kw),
                             run.gi, run.y, seed=a.seed)
         run.add("source", f"SDEdit t0={t0_frac}", imgs, sec, t0=t0_frac, sampler=ddim.label)
     for factor in a.ilvr_factors:
-        imgs, sec = batched(lambda ib, yb, seed: ilvr(preset, guides.images[ib], yb, factor, x_T=run.fresh[ib],
-                                                      sampler=ddim, seed=seed), run.gi, run.y, seed=a.seed)
+        imgs, sec = batched(lambda ib, yb, **kw: ilvr(preset, guides.images[ib], yb, factor, x_T=run.fresh[ib],
+                                                    sampler=ddim, **kw), run.gi, run.y, seed=a.seed)
         run.add("source", f"ILVR N={factor}", imgs, sec, factor=factor, sampler=ddim.label)
 
 

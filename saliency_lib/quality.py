@@ -33,17 +33,20 @@ from .presets import Preset
 # ------------------------------------------------------------------------------------ sampling in batches
 def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
             ) -> tuple[torch.Tensor, float]:
-    """``make(*parts, seed=seed + i)`` over batches ``i`` of the tensors (split alike), concatenated; + seconds."""
+    """``make(*parts, seed=seed, first_index=start)`` over batches of the tensors (split alike; ``start`` the index
+    of the batch's first row), concatenated; + seconds. Per-image noise streams make the result independent of
+    ``batch``."""
     t0 = time.time()
-    out = torch.cat([make(*parts, seed=seed + i) for i, parts in enumerate(zip(*(t.split(batch) for t in tensors)))])
+    out = torch.cat([make(*parts, seed=seed, first_index=i * batch)
+                     for i, parts in enumerate(zip(*(t.split(batch) for t in tensors)))])
     return out, time.time() - t0
 
 
 def generate_batched(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
                      batch: int = 64, model: nn.Module | None = None) -> tuple[torch.Tensor, float]:
-    """:func:`generate` in batches (sampler seeds ``seed + batch index``; ``model`` as there); returns images and
-    seconds."""
-    return batched(lambda xb, yb, seed: generate(preset, xb, yb, sampler, seed=seed, model=model), x_T, y, seed=seed,
+    """:func:`generate` in batches (image i has the noise stream ``(seed, i)``; ``model`` as there); returns
+    images and seconds."""
+    return batched(lambda xb, yb, **kw: generate(preset, xb, yb, sampler, model=model, **kw), x_T, y, seed=seed,
                    batch=batch)
 
 

@@ -7,9 +7,11 @@ Nothing here unpickles. ``.pt`` checkpoints (the official guided-diffusion files
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -56,6 +58,33 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (sorted by name): stored in a cache entry's
+    metadata and checked on load, so flipped or truncated data is caught even where the file still parses."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        v = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, max_age_s: float = 3600.0) -> list[Path]:
+    """Delete the temporary files that an interrupted atomic write (:func:`save_tensors`) or a writability probe
+    left in ``folder`` (``*.tmp``, ``.write-test-*``) once they are older than ``max_age_s`` (a younger one may be
+    another process's write in progress); returns what was removed."""
+    removed = []
+    now = time.time()
+    for f in list(Path(folder).glob("*.tmp")) + list(Path(folder).glob(".write-test-*")):
+        try:
+            if now - f.stat().st_mtime > max_age_s:
+                f.unlink()
+                removed.append(f)
+        except OSError:   # gone meanwhile, or not ours to delete: leave it
+            pass
+    return removed
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

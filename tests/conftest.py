@@ -14,6 +14,16 @@ def _threads():
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_ig_cache(tmp_path_factory):
+    """Code that falls back to the default IG cache writes into a folder of this test session, not the user's
+    ``~/.cache``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SALIENCY_NOISE_CACHE", str(tmp_path_factory.mktemp("ig_cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def small_flags() -> dict:
     return json.loads((FIXTURES / "adm32_small_flags.json").read_text())["flags"]

@@ -61,6 +61,19 @@ def test_generate_refuses_bad_targets(preset, target, message):
         generate(preset, X, target, Sampler("ddim", 2))
 
 
+@pytest.mark.parametrize("kwargs", [dict(first_index=-1), dict(first_index=1.5), dict(seed=-3)], ids=repr)
+def test_generate_refuses_bad_stream_indices(preset, kwargs):
+    with pytest.raises(SaliencyNoiseError, match=next(iter(kwargs))):
+        generate(preset, X, 0, Sampler("ddpm", 2), **kwargs)
+
+
+def test_one_generator_per_image_is_checked():
+    from saliency_lib.diffusion import image_generators, randn
+
+    with pytest.raises(SaliencyNoiseError, match="3 generators for a batch of 2"):
+        randn((2, 3, 4, 4), image_generators(0, 3))
+
+
 def test_targets_accept_numpy_ints_arrays_and_names(preset):
     for t in (np.int64(3), np.array([1, 2]), [np.int32(1), "fish"], torch.tensor(5), "key"):
         assert target_labels(preset, t, 2).dtype == torch.long
@@ -160,6 +173,36 @@ def test_a_corrupt_ig_cache_entry_is_moved_aside_and_recomputed(preset, tmp_path
         again = craft_noise(preset, g.images, g.labels, steps=(0, 3), cache_dir=tmp_path)
     assert torch.equal(first[3], again[3]) and entry.with_suffix(".corrupt").exists()
     assert craft_noise(preset, g.images, g.labels, steps=(0, 3), cache_dir=tmp_path).stats["cached"]
+
+
+def test_an_ig_cache_entry_with_altered_data_fails_its_checksum(preset, tmp_path):
+    """A flipped byte inside a tensor still parses as safetensors; the entry's sha256 catches it."""
+    g = guide_batch(1)
+    first = craft_noise(preset, g.images, g.labels, steps=(0, 3), cache_dir=tmp_path)
+    entry = next((tmp_path / "ig").glob("*.safetensors"))
+    raw = bytearray(entry.read_bytes())
+    raw[-5] ^= 0xFF                       # the last tensor's data is at the end of the file
+    entry.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="do not match their checksum.*recomputing"):
+        again = craft_noise(preset, g.images, g.labels, steps=(0, 3), cache_dir=tmp_path)
+    assert torch.equal(first[3], again[3]) and entry.with_suffix(".corrupt").exists()
+    assert craft_noise(preset, g.images, g.labels, steps=(0, 3), cache_dir=tmp_path).stats["cached"]
+
+
+def test_stale_temp_files_in_the_ig_cache_are_swept(preset, tmp_path):
+    import os
+    import time
+
+    g = guide_batch(1)
+    craft_noise(preset, g.images, g.labels, steps=(0, 2), cache_dir=tmp_path)
+    old = tmp_path / "ig" / "abc.safetensors.x1y2.tmp"
+    young = tmp_path / "ig" / "def.safetensors.x3y4.tmp"   # another process's write in progress
+    for f in (old, young):
+        f.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert craft_noise(preset, g.images, g.labels, steps=(0, 2), cache_dir=tmp_path).stats["cached"]
+    assert not old.exists() and young.exists()
 
 
 def test_ctrl_c_during_ig_propagates_and_caches_nothing(preset, tmp_path, monkeypatch):
@@ -271,3 +314,20 @@ def test_evaluate_cli_checks_its_destinations_before_any_work(tmp_path, capsys):
 def test_suite_cli_refuses_with_exit_code_2(tmp_path, capsys, argv, message):
     assert suite.main([*argv, "--out", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_during_sampling_propagates(preset):
+    """A KeyboardInterrupt inside the denoiser (Ctrl-C in a cell) stops generate and reaches the caller."""
+    calls = {"n": 0}
+    sampler = Sampler("ddim", 5)
+    denoiser = sampler.denoiser(preset)
+
+    def interrupted(x, t, y=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return denoiser(x, t, y=y)
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(preset, torch.randn(2, 3, 32, 32), "fish", sampler, model=interrupted)
+    assert calls["n"] == 3   # stopped at the interrupted step, not carried on

@@ -56,7 +56,7 @@ def test_bench_train_step_times_each_setting(tmp_path):
 def test_measure_realism_runs_at_tiny_sizes_and_caches_its_samples(tmp_path):
     out, cache = tmp_path / "realism.json", tmp_path / "samples.safetensors"
     args = ["--n", "8", "--n-guides", "1", "--ig-steps", "3", "--n-reference", "16", "--subset-size", "4",
-            "--subsets", "2", "--samples-cache", str(cache), "--json", str(out)]
+            "--subsets", "2", "--samples-cache", str(cache), "--json", str(out), "--cache", str(tmp_path / "ig")]
     run_script("measure_realism.py", *args)
     res = json.loads(out.read_text())
     names = [row["condition"] for row in res["rows"]]
