@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .errors import SaliencyNoiseError
+from .errors import SaliencyNoiseError, check_image_batch
 from .noise import mix_with_gaussian
 from .pipeline import CraftedNoise, Sampler, generate
 from .plotting import grid, noise_to_display, to_display
@@ -65,45 +65,119 @@ def _png(images01: torch.Tensor, nrow: int, scale: int = 4) -> bytes:
     return buf.getvalue()
 
 
+def dimmed(images01: torch.Tensor) -> torch.Tensor:
+    """The stale image shown while a redraw samples: halfway to white, ``[N, 3, H, W]`` in [0, 1]."""
+    return 0.5 + 0.5 * images01
+
+
+def use_all_threads_here() -> None:
+    """Give torch's intra-op pool of the *calling* thread the process's thread count.
+
+    ipykernel 7 runs widget callbacks on a subshell thread; OpenMP's thread count is a per-thread setting, so a
+    callback thread that never set it can run torch's kernels with another count than the kernel's main thread
+    (``torch.set_num_threads`` there). Called at the start of every callback (cheap when already set)."""
+    torch.set_num_threads(torch.get_num_threads())
+
+
+def _static_fallback(box, png: bytes):
+    """Give the widget box an ``image/png`` rendering of its default state next to its widget view, for readers that
+    cannot show live widgets (a saved notebook before it runs, GitHub, the rendered site)."""
+    base = box._repr_mimebundle_
+
+    def bundle(**kwargs):
+        data = base(**kwargs)
+        if data is not None:
+            data = dict(data)
+            data["image/png"] = png
+        return data
+
+    box._repr_mimebundle_ = bundle
+    return box
+
+
 def snapshot_explorer(crafted: CraftedNoise, guides: torch.Tensor | None = None):
-    """IG-step slider over the stored snapshots (and the guides above them, if given)."""
+    """IG-step slider over the stored snapshots, each row captioned (the guides above, if given)."""
     import ipywidgets as w   # an optional dependency (the notebooks extra): only the widgets need it
 
     steps = sorted(crafted.noises)
-    slider = w.SelectionSlider(options=steps, value=steps[-1], description="IG step k")
+    slider = w.SelectionSlider(options=steps, value=steps[-1], description="IG step k", continuous_update=False)
     image = w.Image(format="png")
-    top = [w.Image(value=_png(to_display(guides), guides.shape[0]), format="png")] if guides is not None else []
+    caption = w.HTML()
+    top = []
+    if guides is not None:
+        top = [w.HTML("<b>guides x*</b>: the images whose gradients IG matches"),
+               w.Image(value=_png(to_display(guides), guides.shape[0]), format="png")]
 
     def update(change=None) -> None:
+        use_all_threads_here()
         imgs = render_snapshot(crafted, slider.value)
         image.value = _png(imgs, imgs.shape[0])
+        caption.value = (f"<b>IG snapshot at step k = {slider.value}</b>, standardized (the x_T of Alg. 1; "
+                         "grey = 0, black/white = -3/+3 standard deviations)")
 
     slider.observe(update, names="value")
     update()
-    return w.VBox([slider, *top, image])
+    box = w.VBox([slider, *top, caption, image])
+    still = render_snapshot(crafted, slider.value)
+    if guides is not None:
+        still = torch.cat([to_display(guides), still])
+    return _static_fallback(box, _png(still, len(crafted[slider.value])))
 
 
 def generation_explorer(state: ExplorerState, ig_step: int | None = None, target: str | None = None,
-                        strength: float = 0.3):
-    """IG step, target class (by name) and strength controls over :func:`render_generation`."""
+                        strength: float = 0.3, guides: torch.Tensor | None = None):
+    """IG step, target class (by name) and strength controls over :func:`render_generation`.
+
+    Shows the guides (if given, ``[G, 3, S, S]`` in [-1, 1]) above their generations, so that layout control can
+    be judged; while a redraw samples, the stale images are dimmed and the status line says so; afterwards it
+    names the settings of the images shown. Sliders report on release (``continuous_update=False``), and a redraw
+    that finds the controls moved again samples their newest values only, so a fast drag costs at most one
+    sampling beyond the one in flight.
+    """
     import ipywidgets as w
 
     steps = sorted(state.crafted.noises)
     names = list(state.preset.class_names)
-    k = w.SelectionSlider(options=steps, value=steps[-1] if ig_step is None else ig_step, description="IG step k")
+    k = w.SelectionSlider(options=steps, value=steps[-1] if ig_step is None else ig_step, description="IG step k",
+                          continuous_update=False)
     cls = w.Dropdown(options=names, value=target or names[0], description="target")
-    s = w.FloatSlider(value=strength, min=0.0, max=1.0, step=0.05, description="strength",
+    s = w.FloatSlider(value=strength, min=0.0, max=1.0, step=0.05, description="strength", continuous_update=False,
                       tooltip="1 = the paper's recipe (standardized IG noise), 0 = Gaussian noise")
     image = w.Image(format="png")
+    caption = w.HTML()
     status = w.Label()
+    shown: dict = {"settings": None, "images": None}
+
+    def describe(settings) -> str:
+        return f"{state.sampler.label}, k={settings[0]}, target={settings[1]}, strength={settings[2]:.2f}"
 
     def update(change=None) -> None:
-        status.value = "sampling..."
-        imgs = render_generation(state, k.value, cls.value, s.value)
-        image.value = _png(to_display(imgs), imgs.shape[0])
-        status.value = f"{state.sampler.label}, k={k.value}, target={cls.value}, strength={s.value:.2f}"
+        settings = (k.value, cls.value, float(s.value))
+        if settings == shown["settings"]:   # a queued change that a later redraw already showed
+            return
+        use_all_threads_here()
+        status.value = f"sampling {describe(settings)} ..."
+        if shown["images"] is not None:
+            image.value = _png(dimmed(shown["images"]), len(shown["images"]))
+        imgs = to_display(render_generation(state, *settings))
+        image.value = _png(imgs, len(imgs))
+        shown.update(settings=settings, images=imgs)
+        caption.value = f"<b>generated</b>: target class <b>{settings[1]}</b>, one image per guide"
+        status.value = f"showing {describe(settings)}"
 
     for c in (k, cls, s):
         c.observe(update, names="value")
     update()
-    return w.VBox([w.HBox([k, cls, s]), image, status])
+    rows = [w.HBox([k, cls, s])]
+    still = shown["images"]
+    if guides is not None:
+        check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
+        if len(guides) != len(still):
+            raise SaliencyNoiseError(f"{len(guides)} guides for {len(still)} crafted noises: pass the guides the "
+                                     "noise was crafted from")
+        rows += [w.HTML("<b>guides x*</b>: where and how each object lies"),
+                 w.Image(value=_png(to_display(guides), len(guides)), format="png")]
+        still = torch.cat([to_display(guides), still])
+    box = w.VBox([*rows, caption, image, status])
+    box.redraw = update   # what a control change calls (tests and the latency benchmark drive it directly)
+    return _static_fallback(box, _png(still, len(shown["images"])))

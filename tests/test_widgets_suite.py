@@ -70,18 +70,49 @@ def test_render_snapshot_range(state):
 
 def test_widgets_redraw_when_a_control_changes(state):
     pytest.importorskip("ipywidgets")
-    box = generation_explorer(state, target="fish", strength=0.3)
-    k, cls, s = box.children[0].children
-    image = box.children[1]
+    guides = torch.rand(2, 3, 32, 32) * 2 - 1
+    box = generation_explorer(state, target="fish", strength=0.3, guides=guides)
+    controls, guide_caption, guide_image, caption, image, status = box.children
+    k, cls, s = controls.children
+    assert not k.continuous_update and not s.continuous_update   # a drag reports on release only
+    assert "guides" in guide_caption.value and guide_image.value[:8] == b"\x89PNG\r\n\x1a\n"
     first = image.value
-    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and status.value.startswith("showing") and "target=fish" in status.value
     cls.value = "key"
-    assert image.value != first and "target=key" in box.children[2].value
-    box2 = snapshot_explorer(state.crafted)
-    slider, img = box2.children
+    assert image.value != first and "target=key" in status.value and "key" in caption.value
+    # the saved notebook's static rendering of the default state: guides above generations
+    bundle = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["image/png"][:4] == b"\x89PNG"
+    box2 = snapshot_explorer(state.crafted, guides)
+    slider, _, _, caption2, img = box2.children
     before = img.value
     slider.value = 0
-    assert img.value != before
+    assert img.value != before and "k = 0" in caption2.value
+    with pytest.raises(SaliencyNoiseError, match="3 guides for 2 crafted noises"):
+        generation_explorer(state, guides=torch.zeros(3, 3, 32, 32))
+
+
+def test_a_redraw_samples_only_the_newest_settings(state, monkeypatch):
+    """A change queued behind a redraw that already showed the controls' newest values samples nothing."""
+    pytest.importorskip("ipywidgets")
+    import saliency_lib.widgets as widgets
+
+    calls = []
+    real = widgets.render_generation
+
+    def counting(*args):
+        calls.append(args[1:])
+        return real(*args)
+
+    monkeypatch.setattr(widgets, "render_generation", counting)
+    box = generation_explorer(state, target="fish", strength=0.3)
+    s = box.children[0].children[2]
+    image, status = box.children[2], box.children[3]
+    s.value = 0.5                            # one sampling for the new value
+    assert len(calls) == 2 and "strength=0.50" in status.value
+    shown = image.value
+    box.redraw({"name": "value", "new": 0.45})   # an event queued meanwhile (a value the slider has since left)
+    assert len(calls) == 2 and image.value == shown
 
 
 def test_guides_for(preset, tmp_path):
