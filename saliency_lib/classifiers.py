@@ -140,7 +140,7 @@ class PlainCNN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The head's hidden activations ``[N, 128]`` (after its GELU, before the class logits) for ``x`` in the
-        classifier's space: the feature space of :func:`saliency_lib.evaluate.kernel_distance`."""
+        classifier's space: the feature space of :func:`saliency_lib.realism.kernel_distance`."""
         return self.head[:-1](self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +202,7 @@ NOISY_CLASSIFIER_TYPES: dict[str, tuple[type, type]] = {
 
 def load_noisy_classifier(path: str | Path) -> nn.Module:
     """A noise-aware classifier ``model(x_t, t)`` -> logits: a :class:`NoisyClassifier` or an
-    :class:`~saliency_lib.unet.EncoderUNet`, whichever config the file's metadata names."""
+    :class:`~saliency_lib.unet_encoder.EncoderUNet`, whichever config the file's metadata names."""
     state, meta = load_tensors(path)
     if meta.get("config_class") not in NOISY_CLASSIFIER_TYPES:
         raise WeightsError(f"{str(path)!r} holds weights for {meta.get('config_class')!r}, not a noise-aware "

@@ -227,7 +227,7 @@ def colour_shift(images: torch.Tensor, chroma: torch.Tensor | float, gain: torch
 
 
 def class_id(name_or_id: str | int) -> int:
-    """Class id from a name of :data:`CLASS_NAMES` or an id; clear error otherwise."""
+    """Class id from a name of ``CLASS_NAMES`` or an id; clear error otherwise."""
     if isinstance(name_or_id, int):
         if not 0 <= name_or_id < NUM_CLASSES:
             raise SaliencyNoiseError(f"class id must be in [0, {NUM_CLASSES}), got {name_or_id}")

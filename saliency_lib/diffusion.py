@@ -409,7 +409,7 @@ class GaussianDiffusion:
     def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
         """Per-example weight of the simple loss under Min-SNR-gamma weighting (Hang et al. 2023): for epsilon
         prediction min(SNR(t), gamma) / SNR(t), for v prediction min(SNR(t), gamma) / (SNR(t) + 1); ``[N]``,
-        float32. Either way the loss is min(SNR, gamma) ||x_0 - x_0_hat||^2: full weight at high noise
+        float32. Either way the loss is ``min(SNR, gamma) ||x_0 - x_0_hat||^2``: full weight at high noise
         (SNR < gamma), less at low noise, so training spends less of its effort on fine detail. The weight
         depends on t only, so the optimum of each t's loss is unchanged."""
         snr = self.snr(t)
@@ -417,8 +417,8 @@ class GaussianDiffusion:
 
     def training_loss(self, model: Model, x_start: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                       noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Simple loss of Ho et al.: mean ||eps - eps_theta(x_t, t)||^2 per example, ``[N]`` (for a v-predicting
-        model ||v - v_theta(x_t, t)||^2, with v from :meth:`v_target`)."""
+        """Simple loss of Ho et al.: mean ``||eps - eps_theta(x_t, t)||^2`` per example, ``[N]`` (for a v-predicting
+        model ``||v - v_theta(x_t, t)||^2``, with v from :meth:`v_target`)."""
         if noise is None:
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         x_t = self.q_sample(x_start, t, noise)

@@ -101,7 +101,7 @@ class ClassifierGuidedModel(GradientGuidedModel):
         eps_hat(x_t, t, y) = eps(x_t, t, y) - s * sqrt(1 - abar_t) * grad_{x_t} log p_phi(y | x_t, t)
 
     i.e. the score of p(x_t | y) is the model's score plus ``s`` times the classifier's. ``classifier(x_t, t)``
-    is a noise-aware classifier (:class:`~saliency_lib.unet.EncoderUNet`, the DDPM's own encoder with a pooled head
+    is a noise-aware classifier (:class:`~saliency_lib.unet_encoder.EncoderUNet`, the DDPM's own encoder with a pooled head
     as in guided-diffusion, or the small-ResNet :class:`~saliency_lib.classifiers.NoisyClassifier`); see
     :class:`GradientGuidedModel` for the inputs. (guided-diffusion shifts the DDPM mean by s * Sigma * grad
     instead; both follow the same guided score.)

@@ -1,6 +1,6 @@
 """Inverting Gradients (Geiping et al. 2020), batched, with snapshots: the noise crafter of the paper.
 
-Paper Eq. 6: find x minimising 1 - <g(x, y), g(x*, y)> / (||g(x, y)|| ||g(x*, y)||) where
+Paper Eq. 6: find x minimising ``1 - <g(x, y), g(x*, y)> / (||g(x, y)|| ||g(x*, y)||)`` where
 g(x, y) = grad_theta L_theta(x, y) is the gradient of the cross-entropy w.r.t. *all* classifier
 parameters (one cosine over their concatenation), plus ``tv_weight`` x anisotropic total variation.
 Settings of the reference ImageNet-ResNet18 configuration: Adam, lr 0.1, signed gradients, LR x0.1 at
@@ -11,7 +11,7 @@ Parts: :func:`parameter_gradients` (per-sample, vectorised with ``torch.func``),
 :func:`gradient_cosine_loss` (objective), :func:`total_variation` (regulariser), :func:`lr_at_iteration`
 (schedule), :func:`invert_gradients` (the loop; returns ``(result, stats)``).
 
-Tensors: guides ``[B, 3, H, W]`` in the classifier space (see :class:`classifiers.Normalization`);
+Tensors: guides ``[B, 3, H, W]`` in the classifier space (see :class:`~saliency_lib.classifiers.Normalization`);
 snapshots ``[S, B, 3, H, W]`` in the classifier space too. B guides are inverted at once, each against
 its own target gradient: the objective of guide b depends on x_b only and Adam is elementwise, so the
 batched run equals B separate runs.
@@ -102,7 +102,7 @@ def gradient_cosine_loss(trial: dict[str, torch.Tensor], target: dict[str, torch
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic TV per image, ``[B]``: mean |x[..., 1:] - x[..., :-1]| over columns plus over rows."""
+    """Anisotropic TV per image, ``[B]``: mean ``|x[..., 1:] - x[..., :-1]|`` over columns plus over rows."""
     dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1)
     dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1)
     return dx + dy

@@ -82,11 +82,11 @@ def phase_transplant(crafted: torch.Tensor, generator: torch.Generator | None = 
                      fresh: torch.Tensor | None = None) -> torch.Tensor:
     """The crafted noise's Fourier phases on a Gaussian noise's amplitudes.
 
-    x_T = F^-1(|F(eps)| exp(i arg F(crafted))), per image and channel, F the orthonormal 2-D real FFT and
+    ``x_T = F^-1(|F(eps)| exp(i arg F(crafted)))``, per image and channel, F the orthonormal 2-D real FFT and
     eps ~ N(0, I) (``fresh``, or drawn from ``generator``). Where an image's layout lives in the phases of its
     Fourier coefficients (Oppenheim & Lim 1981, "The importance of phase in signals"), the excess low-frequency
     energy of a crafted noise lives in their amplitudes; this keeps the former and takes the latter from white noise,
-    so x_T has exactly eps's energy at every frequency (and ||x_T|| = ||eps||). ``crafted`` and ``fresh`` are
+    so x_T has exactly eps's energy at every frequency (and ``||x_T|| = ||eps||``). ``crafted`` and ``fresh`` are
     ``[N, C, H, W]``; the result has their shape and dtype.
     """
     check_image_batch("crafted", crafted)

@@ -66,7 +66,7 @@ class Sampler:
         return dataclasses.replace(self, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None)
 
     def denoiser(self, preset: Preset):
-        """The preset's model wrapped in this sampler's guidance (:meth:`Preset.denoiser`)."""
+        """The preset's model wrapped in this sampler's guidance (:meth:`~saliency_lib.presets.Preset.denoiser`)."""
         return preset.denoiser(self.guidance, self.classifier_scale)
 
     @property

@@ -298,7 +298,7 @@ GROUPS = (gaussian_and_k_rows, saliency_source_rows, baseline_rows, strength_row
 
 def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = None,
                  log: Callable[[str], None] = print) -> dict:
-    """Every condition of the protocol (:data:`GROUPS`, in order) -> the rows and the run's settings."""
+    """Every condition of the protocol (``GROUPS``, in order) -> the rows and the run's settings."""
     if preset.judge_segmenter is None or preset.judge_classifier is None:
         raise SaliencyNoiseError(f"the protocol needs judge models; preset {preset.name!r} has none (use tiny)")
     K, S = len(preset.class_names), preset.image_size

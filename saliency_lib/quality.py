@@ -44,7 +44,7 @@ def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int
 
 def generate_batched(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
                      batch: int = 64, model: nn.Module | None = None) -> tuple[torch.Tensor, float]:
-    """:func:`generate` in batches (image i has the noise stream ``(seed, i)``; ``model`` as there); returns
+    """:func:`~saliency_lib.pipeline.generate` in batches (image i has the noise stream ``(seed, i)``; ``model`` as there); returns
     images and seconds."""
     return batched(lambda xb, yb, **kw: generate(preset, xb, yb, sampler, model=model, **kw), x_T, y, seed=seed,
                    batch=batch)
@@ -232,7 +232,7 @@ def candidate_metrics(candidates: dict[str, tuple[nn.Module, float]], n_test: in
 def candidate_noise(preset: Preset, classifier: nn.Module, temperature: float, guides: data.ShapeBatch,
                     snapshots: Sequence[int], seed: int = 0, cache_dir: Path | None = None
                     ) -> tuple[dict[int, torch.Tensor], float]:
-    """IG (the preset's settings, ``temperature``) against a candidate classifier (:func:`craft_noise` with
+    """IG (the preset's settings, ``temperature``) against a candidate classifier (:func:`~saliency_lib.pipeline.craft_noise` with
     ``classifier``): standardized snapshots ``k -> [G, 3, S, S]`` at the DDPM resolution, and the IG wall time (NaN
     for cache entries that did not record it)."""
     cfg = dataclasses.replace(preset.ig_config, iterations=max(snapshots), temperature=temperature)

@@ -15,14 +15,14 @@ from .presets import Preset
 
 def image_stats(x: torch.Tensor, saturated: float = 0.95) -> dict[str, float]:
     """Colour statistics of images ``[N, 3, H, W]`` in [-1, 1] (how far samples are from the data's
-    colours): mean |x|, the fraction of pixel values with |x| > ``saturated``, and the mean |colour| of an
+    colours): mean ``|x|``, the fraction of pixel values with ``|x| > saturated``, and the mean ``|colour|`` of an
     image (its per-channel spatial mean)."""
     return {"mean_abs": x.abs().mean().item(), "saturated_fraction": (x.abs() > saturated).float().mean().item(),
             "mean_colour_abs": x.mean(dim=(2, 3)).abs().mean().item()}
 
 
 def classifier_embeddings(clf: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Features ``[N, D]`` of a classifier with an ``embed`` method (the judge's :class:`PlainCNN`) for images
+    """Features ``[N, D]`` of a classifier with an ``embed`` method (the judge's :class:`~saliency_lib.classifiers.PlainCNN`) for images
     ``[N, 3, H, W]`` in [-1, 1]."""
     if not hasattr(clf, "embed"):
         raise SaliencyNoiseError(f"{type(clf).__name__} has no embed(x) method: kernel distances need a classifier "
@@ -84,7 +84,7 @@ def background_stats(images: torch.Tensor, masks: torch.Tensor) -> dict[str, flo
     """How the background (outside ``masks`` ``[N, 1, H, W]`` bool, e.g. the judge segmenter's) of images
     ``[N, 3, H, W]`` in [-1, 1] looks: ``background_std``, the mean over images and channels of the background
     pixels' spatial standard deviation (the data's gradients and texture; near 0 for a flat, "inhibited" background,
-    the paper's Sec. 5 observation), ``background_mean_abs`` and ``object_mean_abs`` (mean |x| inside and outside).
+    the paper's Sec. 5 observation), ``background_mean_abs`` and ``object_mean_abs`` (mean ``|x|`` inside and outside).
     Images whose mask leaves fewer than 2 background (or no object) pixels are left out of the respective figures."""
     if images.ndim != 4 or masks.shape != (images.shape[0], 1, *images.shape[2:]) or masks.dtype != torch.bool:
         raise SaliencyNoiseError(f"background_stats expects images [N, 3, H, W] and bool masks [N, 1, H, W], got "

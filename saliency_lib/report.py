@@ -60,7 +60,7 @@ REALISM_COLUMNS = (("judge_per_class_accuracy", "judge acc."), ("mean_abs", "mea
 
 def format_realism(rows: Sequence[dict], digits: int = 3) -> str:
     """The rows of ``scripts/measure_realism.py``'s JSON as text: condition, the two kernel distances +- their std
-    over subsets (judge features, colour statistics), the judge's per-class accuracy, mean |x|, the saturated
+    over subsets (judge features, colour statistics), the judge's per-class accuracy, mean ``|x|``, the saturated
     fraction, the background's spatial std, and the layout IoU (mean over guides) of the phenomenon rows."""
     width = max([len(r["condition"]) for r in rows] + [9])
     lines = [f"{'condition':{width}s} " + " ".join(f"{label:>17s}" for _, label in REALISM_KIDS) + " "

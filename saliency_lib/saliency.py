@@ -39,7 +39,7 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
 
 
 def feature_map(model: nn.Module, x: torch.Tensor, layer: str, p: float = 2.0) -> torch.Tensor:
-    """Attention map of a layer (Zagoruyko & Komodakis): mean over channels of |A|^p, upsampled to H x W.
+    """Attention map of a layer (Zagoruyko & Komodakis): mean over channels of ``|A|^p``, upsampled to H x W.
 
     ``layer``: a module name of ``model`` (e.g. "layer2" for both the small ResNet and ResNet18).
     Returns ``[N, 1, H, W]``.
@@ -73,7 +73,7 @@ def fgsm_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 
 def input_gradient_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Simonyan et al. saliency: max over channels of |grad_x CE|. ``[N, 1, H, W]``, >= 0."""
+    """Simonyan et al. saliency: max over channels of ``|grad_x CE|``. ``[N, 1, H, W]``, >= 0."""
     check_image_batch("x", x)
     y = check_labels("y", y, x.shape[0], _num_logits(model, x))
     return _input_gradient(model, x, y).abs().amax(dim=1, keepdim=True)

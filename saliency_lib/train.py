@@ -120,7 +120,7 @@ def ddpm_step_inputs(step: int, cfg: DDPMTrainConfig | NoisyClassifierTrainConfi
     timesteps ``[B]`` and the noise eps ``[B,3,H,W]`` of the simple loss.
 
     ``render=False`` leaves the images unrendered: the inputs then carry the dataset's drawn parameters
-    (``shape.*``, :func:`data.make_params`) and :func:`step_images` renders them on the training device (on a
+    (``shape.*``, :func:`~saliency_lib.data.make_params`) and :func:`step_images` renders them on the training device (on a
     GPU, rendering in the CPU workers is what limits the step rate)."""
     params = data.make_params("train", step * cfg.batch_size, cfg.batch_size)
     g = step_generator(cfg.seed, step)
@@ -175,7 +175,7 @@ def train_ddpm(out: Path, cfg: DDPMTrainConfig, unet_cfg: UNetConfig = TINY_UNET
     """Train the class-conditional DDPM (``init``: start from these exported weights, e.g. to fine-tune
     with label dropout for classifier-free guidance; ``render_on_device``: the workers draw the dataset's
     parameters and the training device renders the images, see :func:`ddpm_step_inputs`; ``compile_model``:
-    see :func:`run_training`)."""
+    see :func:`~saliency_lib.training.run_training`)."""
     check_t_range(cfg, diff_cfg.num_steps)
     if cfg.label_dropout > 0 and not unet_cfg.null_class:
         raise SaliencyNoiseError("label_dropout needs a UNet with a null class (--unet '{\"null_class\": true}')")

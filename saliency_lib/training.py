@@ -181,7 +181,7 @@ def run_training(out: Path, model: nn.Module, cfg: LoopConfig,
     start-up: worker processes, cuDNN autotuning) and then sets ``cfg.steps`` to what fits in that many
     minutes; the LR schedule only depends on ``steps`` after the warm-up, so the stored config reproduces
     the run. ``cfg.autocast`` runs the loss's forward (and so its backward) under ``torch.autocast``;
-    ``compile_model`` hands ``loss_fn`` a ``torch.compile``d view of the model (same parameters; checkpoints, EMA
+    ``compile_model`` hands ``loss_fn`` a view of the model compiled by ``torch.compile`` (same parameters; checkpoints, EMA
     and optimizer use the model itself). Both are for GPUs, where a small UNet's eager float32 step, not the
     arithmetic, limits the rate.
     """

@@ -337,7 +337,7 @@ def block_factories(cfg: Any):
 
 
 def encoder_blocks(cfg: Any, res, attn) -> tuple[nn.ModuleList, list[int], int, int]:
-    """The ADM UNet's downsampling half (``input_blocks``), shared by :class:`UNet` and :class:`EncoderUNet`: a conv,
+    """The ADM UNet's downsampling half (``input_blocks``), shared by :class:`UNet` and :class:`~saliency_lib.unet_encoder.EncoderUNet`: a conv,
     then per level ``num_res_blocks`` ResBlocks (+ attention at ``attention_resolutions``) and, between levels, a
     downsampling block, built with :func:`block_factories`' ``res`` and ``attn``. Returns the blocks, the channels of
     every skip connection, and the last level's channels and downsampling rate."""

@@ -28,7 +28,7 @@ from .unet import (
 @dataclass(frozen=True)
 class EncoderUNetConfig:
     """The downsampling half of an ADM UNet as a noise-aware classifier (guided-diffusion's ``EncoderUNetModel``,
-    the classifier of classifier guidance; Dhariwal & Nichol 2021, Sec. 4). Fields as in :class:`UNetConfig`."""
+    the classifier of classifier guidance; Dhariwal & Nichol 2021, Sec. 4). Fields as in :class:`~saliency_lib.unet.UNetConfig`."""
     image_size: int = 32                 # H = W of x_t
     in_channels: int = 3                 # channels of x_t
     model_channels: int = 32             # base width; the embedding is 4x as wide

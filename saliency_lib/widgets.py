@@ -159,7 +159,11 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
         status.value = f"sampling {describe(settings)} ..."
         if shown["images"] is not None:
             image.value = _png(dimmed(shown["images"]), len(shown["images"]))
-        imgs = to_display(render_generation(state, *settings))
+        try:
+            imgs = to_display(render_generation(state, *settings))
+        except Exception as err:   # say it where the user looks, then let the kernel log the traceback
+            status.value = f"could not draw {describe(settings)}: {err}"
+            raise
         image.value = _png(imgs, len(imgs))
         shown.update(settings=settings, images=imgs)
         caption.value = f"<b>generated</b>: target class <b>{settings[1]}</b>, one image per guide"
