@@ -11,8 +11,12 @@ notebook cells call them directly; the ``*_explorer`` functions only wire them t
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import io
+import threading
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 from PIL import Image
@@ -22,6 +26,8 @@ from .noise import mix_with_gaussian
 from .pipeline import CraftedNoise, Sampler, generate
 from .plotting import grid, noise_to_display, to_display
 from .presets import Preset
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,13 +76,42 @@ def dimmed(images01: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * images01
 
 
-def use_all_threads_here() -> None:
-    """Give torch's intra-op pool of the *calling* thread the process's thread count.
+# Sample on the kernel's main thread (see :func:`on_main_thread`); False samples on the thread the callback runs on
+SAMPLE_ON_MAIN_THREAD = True
 
-    ipykernel 7 runs widget callbacks on a subshell thread; OpenMP's thread count is a per-thread setting, so a
-    callback thread that never set it can run torch's kernels with another count than the kernel's main thread
-    (``torch.set_num_threads`` there). Called at the start of every callback (cheap when already set)."""
-    torch.set_num_threads(torch.get_num_threads())
+
+def main_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on the main thread, when called there from inside it (a notebook cell), else None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def on_main_thread(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., T], *args) -> T:
+    """``fn(*args)``, run on the main thread's event loop ``loop`` when called from another thread.
+
+    ipykernel 7 runs widget callbacks on a subshell thread, where the same torch sampling takes about twice as long
+    as on the kernel's main thread on 2 cores (``scripts/bench_widgets_page.py`` measures both; setting torch's
+    thread count on the callback thread does not close the gap). The callback thread waits for the result; while a
+    cell is executing, the redraw waits for it to finish. Called directly where there is no such loop (scripts,
+    tests) or when already on the main thread."""
+    if (not SAMPLE_ON_MAIN_THREAD or loop is None or threading.current_thread() is threading.main_thread()
+            or not loop.is_running()):
+        return fn(*args)
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        if result.set_running_or_notify_cancel():
+            try:
+                result.set_result(fn(*args))
+            except BaseException as err:   # handed to the waiting callback thread, which raises it
+                result.set_exception(err)
+
+    loop.call_soon_threadsafe(run)
+    return result.result()
 
 
 def _static_fallback(box, png: bytes):
@@ -109,7 +144,6 @@ def snapshot_explorer(crafted: CraftedNoise, guides: torch.Tensor | None = None)
                w.Image(value=_png(to_display(guides), guides.shape[0]), format="png")]
 
     def update(change=None) -> None:
-        use_all_threads_here()
         imgs = render_snapshot(crafted, slider.value)
         image.value = _png(imgs, imgs.shape[0])
         caption.value = (f"<b>IG snapshot at step k = {slider.value}</b>, standardized (the x_T of Alg. 1; "
@@ -147,6 +181,7 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
     caption = w.HTML()
     status = w.Label()
     shown: dict = {"settings": None, "images": None}
+    loop = main_loop()   # the explorer is built in a cell, on the kernel's main thread
 
     def describe(settings) -> str:
         return f"{state.sampler.label}, k={settings[0]}, target={settings[1]}, strength={settings[2]:.2f}"
@@ -155,12 +190,11 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
         settings = (k.value, cls.value, float(s.value))
         if settings == shown["settings"]:   # a queued change that a later redraw already showed
             return
-        use_all_threads_here()
         status.value = f"sampling {describe(settings)} ..."
         if shown["images"] is not None:
             image.value = _png(dimmed(shown["images"]), len(shown["images"]))
         try:
-            imgs = to_display(render_generation(state, *settings))
+            imgs = to_display(on_main_thread(loop, render_generation, state, *settings))
         except Exception as err:   # say it where the user looks, then let the kernel log the traceback
             status.value = f"could not draw {describe(settings)}: {err}"
             raise
