@@ -11,12 +11,9 @@ notebook cells call them directly; the ``*_explorer`` functions only wire them t
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import io
-import threading
+import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
 
 import torch
 from PIL import Image
@@ -26,8 +23,6 @@ from .noise import mix_with_gaussian
 from .pipeline import CraftedNoise, Sampler, generate
 from .plotting import grid, noise_to_display, to_display
 from .presets import Preset
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -74,44 +69,6 @@ def _png(images01: torch.Tensor, nrow: int, scale: int = 4) -> bytes:
 def dimmed(images01: torch.Tensor) -> torch.Tensor:
     """The stale image shown while a redraw samples: halfway to white, ``[N, 3, H, W]`` in [0, 1]."""
     return 0.5 + 0.5 * images01
-
-
-# Sample on the kernel's main thread (see :func:`on_main_thread`); False samples on the thread the callback runs on
-SAMPLE_ON_MAIN_THREAD = True
-
-
-def main_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running on the main thread, when called there from inside it (a notebook cell), else None."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def on_main_thread(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., T], *args) -> T:
-    """``fn(*args)``, run on the main thread's event loop ``loop`` when called from another thread.
-
-    ipykernel 7 runs widget callbacks on a subshell thread, where the same torch sampling takes about twice as long
-    as on the kernel's main thread on 2 cores (``scripts/bench_widgets_page.py`` measures both; setting torch's
-    thread count on the callback thread does not close the gap). The callback thread waits for the result; while a
-    cell is executing, the redraw waits for it to finish. Called directly where there is no such loop (scripts,
-    tests) or when already on the main thread."""
-    if (not SAMPLE_ON_MAIN_THREAD or loop is None or threading.current_thread() is threading.main_thread()
-            or not loop.is_running()):
-        return fn(*args)
-    result: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run() -> None:
-        if result.set_running_or_notify_cancel():
-            try:
-                result.set_result(fn(*args))
-            except BaseException as err:   # handed to the waiting callback thread, which raises it
-                result.set_exception(err)
-
-    loop.call_soon_threadsafe(run)
-    return result.result()
 
 
 def _static_fallback(box, png: bytes):
@@ -181,7 +138,6 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
     caption = w.HTML()
     status = w.Label()
     shown: dict = {"settings": None, "images": None}
-    loop = main_loop()   # the explorer is built in a cell, on the kernel's main thread
 
     def describe(settings) -> str:
         return f"{state.sampler.label}, k={settings[0]}, target={settings[1]}, strength={settings[2]:.2f}"
@@ -193,15 +149,16 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
         status.value = f"sampling {describe(settings)} ..."
         if shown["images"] is not None:
             image.value = _png(dimmed(shown["images"]), len(shown["images"]))
+        t0 = time.perf_counter()
         try:
-            imgs = to_display(on_main_thread(loop, render_generation, state, *settings))
+            imgs = to_display(render_generation(state, *settings))
         except Exception as err:   # say it where the user looks, then let the kernel log the traceback
             status.value = f"could not draw {describe(settings)}: {err}"
             raise
         image.value = _png(imgs, len(imgs))
         shown.update(settings=settings, images=imgs)
         caption.value = f"<b>generated</b>: target class <b>{settings[1]}</b>, one image per guide"
-        status.value = f"showing {describe(settings)}"
+        status.value = f"showing {describe(settings)} (sampled in {time.perf_counter() - t0:.2f} s)"
 
     for c in (k, cls, s):
         c.observe(update, names="value")

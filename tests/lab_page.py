@@ -34,11 +34,10 @@ def chromium_path() -> str | None:
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def explorer_notebook(break_callback: bool = False, main_thread: bool = True, main_thread_repeats: int = 0) -> dict:
+def explorer_notebook(break_callback: bool = False, main_thread_repeats: int = 0) -> dict:
     """A small notebook holding notebook 03's generation explorer at its defaults (4 guides, DDIM-20, the preset's
     guidance). ``break_callback``: a cell after it makes the explorer's sampling raise (what the browser test must
-    catch); ``main_thread=False`` samples on the callback thread ipykernel gives the widget (the benchmark's
-    "before"); ``main_thread_repeats``: a cell that times the same redraw on the kernel's main thread
+    catch); ``main_thread_repeats``: a cell that times the same redraw on the kernel's main thread
     and prints ``main-thread redraw seconds: [...]``."""
     import nbformat
 
@@ -50,7 +49,7 @@ def explorer_notebook(break_callback: bool = False, main_thread: bool = True, ma
         "P = load_preset('tiny')\n"
         "noise = prepare_guided_noise(P, 4, [0, 100, 300, 1000], seed=0, cache_dir='../data/ig_cache')\n"
         "state = ExplorerState(P, noise.crafted, noise.fresh, sampler=Sampler('ddim', 20), seed=0)"
-        + ("" if main_thread else "\nW.SAMPLE_ON_MAIN_THREAD = False"))]
+        )]
     if main_thread_repeats:
         cells.append(nbformat.v4.new_code_cell(
             "import time\nW.render_generation(state, 1000, 'fish', 0.3)\ntimes = []\n"

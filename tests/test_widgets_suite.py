@@ -216,30 +216,3 @@ def test_enlarge_repeats_every_pixel():
     with pytest.raises(ValueError, match="enlarge factor must be >= 1"):
         enlarge(x, 0)
 
-
-def test_on_main_thread_runs_the_work_on_the_loops_thread():
-    """What the explorer does with a redraw that arrives on ipykernel's callback thread: the sampling runs on the
-    main thread's event loop, its result or error handed back; without a loop it runs where it is called."""
-    import asyncio
-    import threading
-
-    from saliency_lib.widgets import on_main_thread
-
-    seen = []
-
-    def work(x):
-        seen.append(threading.current_thread() is threading.main_thread())
-        return 2 * x
-
-    def fails():
-        raise ValueError("boom")
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        assert await asyncio.to_thread(on_main_thread, loop, work, 21) == 42
-        with pytest.raises(ValueError, match="boom"):
-            await asyncio.to_thread(on_main_thread, loop, fails)
-
-    asyncio.run(main())
-    assert seen == [True]
-    assert on_main_thread(None, work, 1) == 2
