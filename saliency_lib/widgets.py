@@ -100,8 +100,10 @@ def snapshot_explorer(crafted: CraftedNoise, guides: torch.Tensor | None = None)
         top = [w.HTML("<b>guides x*</b>: the images whose gradients IG matches"),
                w.Image(value=_png(to_display(guides), guides.shape[0]), format="png")]
 
+    shown: dict = {}
+
     def update(change=None) -> None:
-        imgs = render_snapshot(crafted, slider.value)
+        imgs = shown["images"] = render_snapshot(crafted, slider.value)
         image.value = _png(imgs, imgs.shape[0])
         caption.value = (f"<b>IG snapshot at step k = {slider.value}</b>, standardized (the x_T of Alg. 1; "
                          "grey = 0, black/white = -3/+3 standard deviations)")
@@ -109,10 +111,8 @@ def snapshot_explorer(crafted: CraftedNoise, guides: torch.Tensor | None = None)
     slider.observe(update, names="value")
     update()
     box = w.VBox([slider, *top, caption, image])
-    still = render_snapshot(crafted, slider.value)
-    if guides is not None:
-        still = torch.cat([to_display(guides), still])
-    return _static_fallback(box, _png(still, len(crafted[slider.value])))
+    still = shown["images"] if guides is None else torch.cat([to_display(guides), shown["images"]])
+    return _static_fallback(box, _png(still, len(shown["images"])))
 
 
 def generation_explorer(state: ExplorerState, ig_step: int | None = None, target: str | None = None,
@@ -128,6 +128,12 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
     import ipywidgets as w
 
     steps = sorted(state.crafted.noises)
+    if guides is not None:   # checked before the first sampling
+        check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
+        n = len(state.crafted[steps[-1]])
+        if len(guides) != n:
+            raise SaliencyNoiseError(f"{len(guides)} guides for {n} crafted noises: pass the guides the noise was "
+                                     "crafted from")
     names = list(state.preset.class_names)
     k = w.SelectionSlider(options=steps, value=steps[-1] if ig_step is None else ig_step, description="IG step k",
                           continuous_update=False)
@@ -166,10 +172,6 @@ def generation_explorer(state: ExplorerState, ig_step: int | None = None, target
     rows = [w.HBox([k, cls, s])]
     still = shown["images"]
     if guides is not None:
-        check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
-        if len(guides) != len(still):
-            raise SaliencyNoiseError(f"{len(guides)} guides for {len(still)} crafted noises: pass the guides the "
-                                     "noise was crafted from")
         rows += [w.HTML("<b>guides x*</b>: where and how each object lies"),
                  w.Image(value=_png(to_display(guides), len(guides)), format="png")]
         still = torch.cat([to_display(guides), still])
