@@ -6,9 +6,11 @@
     python -m saliency_lib.evaluate ig-classifiers     # compare IG classifiers (model card table)
     python -m saliency_lib.evaluate run                # the full protocol: results/tiny/{results.json,csv,*.png}
     python -m saliency_lib.evaluate run --quick        # the same pipeline at tiny sizes (CI)
+    torchrun --nproc-per-node 2 -m saliency_lib.evaluate run   # the chunks of guides shared by 2 processes
+    python -m saliency_lib.evaluate photos             # real photos drive the tiny DDPM: results/photos/photos.json
 
 The measurements themselves: :mod:`.metrics` (judge, IoU, statistics), :mod:`.quality` (quality bars, IG classifier
-choice), :mod:`.protocol` (the protocol's conditions) and :mod:`.report` (files, tables, verdicts).
+choice), :mod:`.protocol` (the protocol's conditions), :mod:`.photo_protocol` (the photos' conditions) and :mod:`.report` (files, tables, verdicts).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pathlib import Path
 import torch
 
 from .classifiers import load_noisy_classifier
+from .distributed import finish, init_from_env
 from .errors import SaliencyNoiseError, check_writable_dir
 from .presets import load_preset
+from .photo_protocol import QUICK_PHOTOS, PhotoArgs, run_photo_protocol
 from .protocol import QUICK_PROTOCOL, ProtocolArgs, run_protocol
 from .quality import (
     QualityArgs,
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     for f in dataclasses.fields(ProtocolArgs):
         if f.type in ("int", "float"):
             r.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float, default=None)
+    ph = sub.add_parser("photos", help="real photos drive the tiny DDPM (notebook 02's full table)")
+    ph.add_argument("--quick", action="store_true", help="two photos at 64 px, a few steps (for tests)")
+    ph.add_argument("--out", type=Path, default=Path("results/photos"), help="folder for photos.json")
+    ph.add_argument("--cache", type=Path, default=None, help="IG cache folder")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
@@ -89,9 +97,18 @@ def main(argv: list[str] | None = None) -> None:
         base = QUICK_PROTOCOL if a.quick else ProtocolArgs()
         over = {f.name: getattr(a, f.name) for f in dataclasses.fields(ProtocolArgs)
                 if getattr(a, f.name, None) is not None}
-        res = run_protocol(preset, dataclasses.replace(base, **over), cache_dir=a.cache)
-        for path in write_results(res, a.out):
-            print(f"wrote {path}")
+        ranks = init_from_env()          # under torchrun: this process's rank; a plain run: one process
+        res = run_protocol(preset, dataclasses.replace(base, **over), cache_dir=a.cache,
+                           log=print if ranks.is_main else (lambda _: None), ranks=ranks)
+        if ranks.is_main:
+            for path in write_results(res, a.out):
+                print(f"wrote {path}")
+        finish(ranks)
+        return
+    elif a.cmd == "photos":
+        res = run_photo_protocol(preset, QUICK_PHOTOS if a.quick else PhotoArgs(), cache_dir=a.cache, progress=True)
+        atomic_write_bytes(a.out / "photos.json", json.dumps(res, indent=2).encode())
+        print(f"wrote {a.out / 'photos.json'}")
     elif a.cmd == "models":
         if a.noisy_classifier is not None:
             preset = dataclasses.replace(preset, noisy_classifier=load_noisy_classifier(a.noisy_classifier))

@@ -286,8 +286,13 @@ def model_fingerprint(model: nn.Module) -> str:
 def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torch.Tensor | None,
                             normalization: Normalization, config: IGConfig, seed: int,
                             cache_dir: str | Path | None = None, progress: bool = False,
-                            allow_partial: bool = False) -> tuple[IGResult, dict]:
+                            allow_partial: bool = False, part: tuple[int, int] | None = None
+                            ) -> tuple[IGResult, dict]:
     """:func:`invert_gradients` with init ``randn`` from ``seed``, cached on disk (safetensors, atomic).
+
+    ``part=(first, total)``: the guides are rows ``first, first + 1, ...`` of a run over ``total`` guides, and get
+    those rows of the init drawn for all ``total`` (so a run cut into parts, e.g. over several processes, starts
+    every guide from the same init as the whole run; per-guide IG does not depend on the batch it runs in).
 
     The key hashes the guides, labels, config, seed, normalization and the classifier's weights. The cache folder is
     checked for writability before IG starts, and temporary files that interrupted writes left there (older than an
@@ -298,10 +303,17 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
     ``stats["interrupted"]`` True, and not cached either.
     """
     cache = check_writable_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir(), "IG cache folder")
+    b = guides.shape[0]
+    if part is not None:
+        first, total = part
+        if not (0 <= first and first + b <= total):
+            raise SaliencyNoiseError(f"part=(first, total) = {part}: {b} guides from row {first} do not fit in {total}")
+        part = None if (first, total) == (0, b) else (first, total)   # the whole run: the plain seeded init
     key = _digest(guides.detach().cpu().contiguous().numpy().tobytes(),
                   "none" if labels is None else labels.cpu().numpy().tobytes(),
                   json.dumps(dataclasses.asdict(config), sort_keys=True), str(seed),
-                  json.dumps(dataclasses.asdict(normalization)), model_fingerprint(model))
+                  json.dumps(dataclasses.asdict(normalization)), model_fingerprint(model),
+                  *([] if part is None else [f"part {part[0]} of {part[1]}"]))
     path = cache / "ig" / f"{key}.safetensors"
     if path.parent.is_dir():
         remove_stale_temp_files(path.parent)
@@ -327,8 +339,13 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
             warnings.warn(f"IG cache entry {path} could not be read ({err}); moved it to {aside.name} and "
                           "recomputing", stacklevel=2)
     g = torch.Generator().manual_seed(seed)
+    init = None
+    if part is not None:
+        whole = torch.randn((config.restarts, part[1], *guides.shape[1:]), generator=g, dtype=guides.dtype)
+        init = whole[:, part[0]:part[0] + b].to(guides.device)
     t0 = time.time()
-    result, stats = invert_gradients(model, guides, labels, normalization, config, generator=g, progress=progress)
+    result, stats = invert_gradients(model, guides, labels, normalization, config, init=init, generator=g,
+                                     progress=progress)
     stats["wall_seconds"] = time.time() - t0
     if stats["interrupted"] and not allow_partial:
         raise KeyboardInterrupt(f"Inverting Gradients interrupted after {stats['iterations_done']} of "

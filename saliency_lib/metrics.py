@@ -112,3 +112,36 @@ def paired_differences(per_guide: Mapping[str, np.ndarray], row: str) -> dict[st
             out[name] = {"mean_difference_ci95": list(bootstrap_ci(diff)), "guides_better": int((diff > 0).sum()),
                          "guides_worse": int((diff < 0).sum())}
     return out
+
+
+# ------------------------------------------------------------------------------------ rows merged over chunks
+def merge_rows(chunks: Sequence[Sequence[dict]]) -> list[dict]:
+    """Rows of several chunks of guides -> one row per (group, condition), in order of first appearance.
+
+    A chunk row holds ``guides`` (its guide indices), ``per_guide`` (metric -> a value per guide), ``n_images`` and,
+    where timed, ``seconds``; its other fields (settings) are the same in every chunk. The merged row keeps those
+    fields, then ``n_guides``, ``n_images``, each metric as ``[mean, lo, hi]`` (:func:`bootstrap_ci` over all
+    guides, in guide order), ``seconds_per_image`` where timed (None when a cached IG run did not record its cost),
+    and ``per_guide`` (``guides`` and each metric's values), so every number can be checked per guide."""
+    parts: dict[tuple[str, str], list[dict]] = {}
+    for rows in chunks:
+        for r in rows:
+            parts.setdefault((r["group"], r["condition"]), []).append(r)
+    merged = []
+    for same in parts.values():
+        guides = np.concatenate([np.asarray(r["guides"], dtype=np.int64) for r in same])
+        order = np.argsort(guides, kind="stable")
+        if len(np.unique(guides)) != len(guides):
+            raise SaliencyNoiseError(f"merge_rows: guides {sorted(guides.tolist())} of {same[0]['condition']!r} were "
+                                     "scored by more than one chunk")
+        values = {m: np.concatenate([np.asarray(r["per_guide"][m], dtype=np.float64) for r in same])[order]
+                  for m in same[0]["per_guide"]}
+        row = {k: v for k, v in same[0].items() if k not in ("guides", "per_guide", "n_images", "seconds")}
+        row.update(n_guides=len(guides), n_images=sum(r["n_images"] for r in same))
+        row.update({m: list(bootstrap_ci(v)) for m, v in values.items()})
+        if "seconds" in same[0]:
+            spi = sum(r["seconds"] for r in same) / row["n_images"]
+            row["seconds_per_image"] = spi if np.isfinite(spi) else None
+        row["per_guide"] = {"guides": guides[order].tolist(), **{m: v.tolist() for m, v in values.items()}}
+        merged.append(row)
+    return merged

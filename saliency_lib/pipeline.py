@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image
 from torch import nn
 
 from . import data
@@ -27,7 +26,25 @@ from .diffusion import image_generators
 from .errors import SaliencyNoiseError, check_image_batch, check_labels, check_number
 from .inversion import IGConfig, cached_invert_gradients
 from .noise import resize, standardize
+from .photos import read_photo
 from .presets import Preset
+
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}   # Sampler.precision -> autocast dtype (None: off)
+
+
+class AutocastModel(nn.Module):
+    """``model(x_t, t, y=labels)`` run under ``torch.autocast(dtype)`` (convolutions and matmuls in ``dtype``), its
+    output cast back to x_t's dtype, so the sampler's own arithmetic stays float32 (schedules float64)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(x_t.device.type, dtype=self.dtype):
+            out = self.model(x_t, t, y=y)
+        return out.to(x_t.dtype)
 
 
 @dataclass(frozen=True)
@@ -37,10 +54,14 @@ class Sampler:
     eta: float = 0.0       # DDIM noise (0 = deterministic)
     guidance: float | None = None  # classifier-free guidance weight w (guidance.py); None = the preset's default
     classifier_scale: float | None = None  # classifier guidance scale s (guidance.py); None = the preset's default
+    precision: str = "float32"  # "float32", or "bfloat16": the denoiser under torch.autocast (faster where the CPU
+                                # has AMX/AVX512-BF16; an option, its measured effect is in the README)
 
     def __post_init__(self) -> None:
         if self.method not in ("ddim", "ddpm"):
             raise SaliencyNoiseError(f"Sampler.method must be 'ddim' or 'ddpm', got {self.method!r}")
+        if self.precision not in PRECISIONS:
+            raise SaliencyNoiseError(f"Sampler.precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         object.__setattr__(self, "steps", check_number("Sampler.steps", self.steps, 1, None, integer=True))
         # eta interpolates DDIM (0) and DDPM-like (1) noise; outside [0, 1] the step's variance is not a variance
         object.__setattr__(self, "eta", check_number("Sampler.eta", self.eta, 0.0, 1.0))
@@ -66,8 +87,11 @@ class Sampler:
         return dataclasses.replace(self, guidance=0.0, classifier_scale=0.0 if preset.classifier_scale else None)
 
     def denoiser(self, preset: Preset):
-        """The preset's model wrapped in this sampler's guidance (:meth:`~saliency_lib.presets.Preset.denoiser`)."""
-        return preset.denoiser(self.guidance, self.classifier_scale)
+        """The preset's model wrapped in this sampler's guidance (:meth:`~saliency_lib.presets.Preset.denoiser`), and
+        in :class:`AutocastModel` when ``precision`` is not float32."""
+        model = preset.denoiser(self.guidance, self.classifier_scale)
+        dtype = PRECISIONS[self.precision]
+        return model if dtype is None else AutocastModel(model, dtype)
 
     @property
     def respacing(self) -> str:
@@ -76,7 +100,8 @@ class Sampler:
     @property
     def label(self) -> str:
         return (f"{self.method.upper()}-{self.steps}" + ("" if self.guidance is None else f", w={self.guidance:g}")
-                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}"))
+                + ("" if self.classifier_scale is None else f", s_cls={self.classifier_scale:g}")
+                + ("" if self.precision == "float32" else f", {self.precision}"))
 
 
 def guide_batch(n: int, start: int = 0, size: int = 32):
@@ -92,18 +117,9 @@ class Guides:
 
 
 def load_guide_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
-    """Image files -> ``[G, 3, size, size]`` in [-1, 1] (centre square crop, bicubic resize)."""
-    out = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise SaliencyNoiseError(f"guide image {str(path)!r} does not exist")
-        im = Image.open(path).convert("RGB")
-        side = min(im.size)
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3)
-        out.append(x.permute(2, 0, 1).float() / 127.5 - 1)
-    return torch.stack(out)
+    """Image files -> ``[G, 3, size, size]`` in [-1, 1] (centre square crop, bicubic resize; any image, converted to
+    RGB: see :func:`~saliency_lib.photos.read_photo`)."""
+    return torch.stack([read_photo(p, size, "centre", colour_photo=False) for p in paths])
 
 
 def guides_for(preset: Preset, n: int, paths: Sequence[str | Path] = (), labels: Sequence[int | str] | None = None,
@@ -127,18 +143,23 @@ def guides_for(preset: Preset, n: int, paths: Sequence[str | Path] = (), labels:
 class CraftedNoise:
     noises: dict[int, torch.Tensor]   # IG step k -> standardized noise [B, 3, S, S] at the DDPM resolution
     raw: dict[int, torch.Tensor]      # IG step k -> IG image [B, 3, H, W] in the classifier space
-    stats: dict                       # IG stats (losses [iters, B], best_loss, cached, ...)
+    stats: dict                       # IG stats (losses [iters, B], best_loss, cached, labels [B] used, ...)
 
     def __getitem__(self, k: int) -> torch.Tensor:
         if k not in self.noises:
             raise SaliencyNoiseError(f"no snapshot at IG step {k}; available: {sorted(self.noises)}")
         return self.noises[k]
 
+    def at_ig_resolution(self) -> "CraftedNoise":
+        """The same snapshots standardized at the resolution IG ran at (e.g. 128 px photos), not resized to the
+        DDPM's: for looking at them (the IG-step slider), not for sampling."""
+        return CraftedNoise({k: standardize(v) for k, v in self.raw.items()}, self.raw, self.stats)
+
 
 def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | None, steps: Sequence[int] = (1000,),
                 seed: int = 0, ig: IGConfig | None = None, cache_dir: str | Path | None = None,
                 progress: bool = False, classifier: nn.Module | None = None,
-                allow_partial: bool = False) -> CraftedNoise:
+                allow_partial: bool = False, part: tuple[int, int] | None = None) -> CraftedNoise:
     """Alg. 1 lines 1-3: IG against the preset's classifier, snapshots at ``steps``, standardized.
 
     guides: ``[B, 3, H, W]`` in [-1, 1] (diffusion space). The IG run lasts ``max(steps)`` iterations
@@ -146,7 +167,9 @@ def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | Non
     to the preset's (``preset.ig_config``). ``classifier``: invert this one instead of ``preset.classifier``
     (its ``config.normalization`` gives its input space), e.g. one of ``preset.ig_alternatives``. Ctrl-C stops IG
     and raises ``KeyboardInterrupt``; with ``allow_partial`` it returns the snapshots reached instead
-    (``stats["interrupted"]``), never cached.
+    (``stats["interrupted"]``), never cached. ``part=(first, total)``: these guides are rows ``first, ...`` of a run
+    over ``total`` guides and start from those rows of its init (the protocol's chunks; see
+    :func:`~saliency_lib.inversion.cached_invert_gradients`).
     """
     check_image_batch("guides", guides, channels=3, value_range=(-1, 1))
     steps = sorted(set(int(s) for s in steps))
@@ -158,8 +181,9 @@ def craft_noise(preset: Preset, guides: torch.Tensor, labels: torch.Tensor | Non
     result, stats = cached_invert_gradients(model, norm.from_diffusion(guides.to(device)),
                                             labels if labels is None else labels.to(device), norm,
                                             cfg, seed=seed, cache_dir=cache_dir, progress=progress,
-                                            allow_partial=allow_partial)
+                                            allow_partial=allow_partial, part=part)
     noises = {k: resize(standardize(v), preset.image_size) for k, v in result.snapshots.items()}
+    stats["labels"] = result.labels.detach().cpu()   # given, or recovered by IG
     return CraftedNoise(noises=noises, raw=result.snapshots, stats=stats)
 
 

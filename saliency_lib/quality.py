@@ -31,23 +31,24 @@ from .presets import Preset
 
 
 # ------------------------------------------------------------------------------------ sampling in batches
-def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64
-            ) -> tuple[torch.Tensor, float]:
+def batched(make: Callable[..., torch.Tensor], *tensors: torch.Tensor, seed: int, batch: int = 64,
+            first_index: int = 0) -> tuple[torch.Tensor, float]:
     """``make(*parts, seed=seed, first_index=start)`` over batches of the tensors (split alike; ``start`` the index
-    of the batch's first row), concatenated; + seconds. Per-image noise streams make the result independent of
-    ``batch``."""
+    of the batch's first row, counted from ``first_index``), concatenated; + seconds. Per-image noise streams make the
+    result independent of ``batch`` up to float rounding."""
     t0 = time.time()
-    out = torch.cat([make(*parts, seed=seed, first_index=i * batch)
+    out = torch.cat([make(*parts, seed=seed, first_index=first_index + i * batch)
                      for i, parts in enumerate(zip(*(t.split(batch) for t in tensors)))])
     return out, time.time() - t0
 
 
 def generate_batched(preset: Preset, x_T: torch.Tensor, y: torch.Tensor, sampler: Sampler, seed: int,
-                     batch: int = 64, model: nn.Module | None = None) -> tuple[torch.Tensor, float]:
-    """:func:`~saliency_lib.pipeline.generate` in batches (image i has the noise stream ``(seed, i)``; ``model`` as there); returns
-    images and seconds."""
+                     batch: int = 64, model: nn.Module | None = None, first_index: int = 0
+                     ) -> tuple[torch.Tensor, float]:
+    """:func:`~saliency_lib.pipeline.generate` in batches (image i has the noise stream ``(seed, first_index + i)``;
+    ``model`` as there); returns images and seconds."""
     return batched(lambda xb, yb, **kw: generate(preset, xb, yb, sampler, model=model, **kw), x_T, y, seed=seed,
-                   batch=batch)
+                   batch=batch, first_index=first_index)
 
 
 def gaussian_class_batch(preset: Preset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,14 +231,14 @@ def candidate_metrics(candidates: dict[str, tuple[nn.Module, float]], n_test: in
 
 
 def candidate_noise(preset: Preset, classifier: nn.Module, temperature: float, guides: data.ShapeBatch,
-                    snapshots: Sequence[int], seed: int = 0, cache_dir: Path | None = None
-                    ) -> tuple[dict[int, torch.Tensor], float]:
+                    snapshots: Sequence[int], seed: int = 0, cache_dir: Path | None = None,
+                    part: tuple[int, int] | None = None) -> tuple[dict[int, torch.Tensor], float]:
     """IG (the preset's settings, ``temperature``) against a candidate classifier (:func:`~saliency_lib.pipeline.craft_noise` with
     ``classifier``): standardized snapshots ``k -> [G, 3, S, S]`` at the DDPM resolution, and the IG wall time (NaN
-    for cache entries that did not record it)."""
+    for cache entries that did not record it). ``part``: as in :func:`~saliency_lib.pipeline.craft_noise`."""
     cfg = dataclasses.replace(preset.ig_config, iterations=max(snapshots), temperature=temperature)
     crafted = craft_noise(preset, guides.images, guides.labels, steps=snapshots, seed=seed, ig=cfg,
-                          cache_dir=cache_dir, classifier=classifier)
+                          cache_dir=cache_dir, classifier=classifier, part=part)
     return crafted.noises, crafted.stats.get("wall_seconds", float("nan"))
 
 

@@ -22,6 +22,8 @@ def write_results(res: dict, out: Path) -> list[Path]:
         for k, v in r.items():
             if isinstance(v, list) and len(v) == 3:
                 f.update({k: v[0], f"{k}_lo": v[1], f"{k}_hi": v[2]})
+            elif isinstance(v, dict):   # per-guide values: in the JSON only
+                continue
             else:
                 f[k] = v
         flat.append(f)

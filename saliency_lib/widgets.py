@@ -56,8 +56,10 @@ def render_snapshot(crafted: CraftedNoise, ig_step: int) -> torch.Tensor:
     return noise_to_display(crafted[ig_step])
 
 
-def _png(images01: torch.Tensor, nrow: int, scale: int = 4) -> bytes:
-    """Tile ``[N, 3, H, W]`` in [0, 1] and encode as PNG, upscaled ``scale`` x (nearest) for the screen."""
+def _png(images01: torch.Tensor, nrow: int, scale: int | None = None) -> bytes:
+    """Tile ``[N, 3, H, W]`` in [0, 1] and encode as PNG, upscaled ``scale`` x (nearest) for the screen (default:
+    to about 128 px a tile, e.g. 4 x for the tiny preset's 32 px, 1 x for 128 px photos)."""
+    scale = max(1, 128 // images01.shape[-2]) if scale is None else scale
     g = grid(images01, nrow)
     g = g.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     arr = (g.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
@@ -88,10 +90,13 @@ def _static_fallback(box, png: bytes):
 
 
 def snapshot_explorer(crafted: CraftedNoise, guides: torch.Tensor | None = None):
-    """IG-step slider over the stored snapshots, each row captioned (the guides above, if given)."""
+    """IG-step slider over the stored snapshots, each row captioned (the guides above, if given, at the snapshots'
+    size: for photos pass ``crafted.at_ig_resolution()``)."""
     import ipywidgets as w   # an optional dependency (the notebooks extra): only the widgets need it
 
     steps = sorted(crafted.noises)
+    if guides is not None:
+        check_image_batch("guides", guides, size=crafted[steps[-1]].shape[-1])
     slider = w.SelectionSlider(options=steps, value=steps[-1], description="IG step k", continuous_update=False)
     image = w.Image(format="png")
     caption = w.HTML()
