@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from saliency_lib.machine import cpu_description
 from saliency_lib.metrics import bootstrap_ci, judge_probs
 from saliency_lib.noise import mix_with_gaussian
 from saliency_lib.pipeline import Sampler, craft_noise, guides_for
@@ -49,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     preset = load_tiny()
     samplers = {name: Sampler("ddim", a.steps, precision=name) for name in PRECISIONS}
-    out: dict = {"threads": a.threads, "torch": torch.__version__, "sampler": samplers["float32"].label, "rows": {}}
+    out: dict = {"cpu": cpu_description(), "threads": a.threads, "torch": torch.__version__, "sampler": samplers["float32"].label, "rows": {}}
 
     x_T, y = gaussian_class_batch(preset, a.images, seed=0)
     pred, seconds = {}, {}

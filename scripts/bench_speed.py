@@ -1,6 +1,6 @@
 """Benchmark: CPU speed of sampling and Inverting Gradients, each default path next to its variants, in one run.
 
-    python scripts/bench_speed.py --json runs/bench_speed.json            # about 6 minutes on 2 cores
+    python scripts/bench_speed.py --json runs/bench_speed.json            # about 6 minutes on 2 cores (--passes 1: 4)
     python scripts/bench_speed.py --quick                                 # small sizes (seconds; tests)
 
 Cases, all on the tiny preset with its defaults (chain of experts, classifier-free guidance w = 2 on a doubled
@@ -152,19 +152,27 @@ def main() -> None:
     p.add_argument("--ig-steps", type=int, default=20)
     p.add_argument("--passes", type=int, default=2, help="alternating passes of the IG and sampling variants")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
+    p.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                   help="time the bfloat16 option: auto = only on a CPU with AVX512-BF16 or AMX-BF16 (elsewhere it is "
+                        "emulated and many times slower)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     if a.quick:
         a.images, a.repeats, a.ig_steps, a.passes = 4, 1, 2, 1
     torch.set_num_threads(a.threads)
     preset = load_tiny()
-    out: dict = {"cpu": cpu_description(), "threads": a.threads, "torch": torch.__version__, "cases": {}}
+    cpu = cpu_description()
+    with_bf16 = a.bf16 == "yes" or (a.bf16 == "auto" and (cpu["avx512_bf16"] or cpu["amx_bf16"]))
+    out: dict = {"cpu": cpu, "threads": a.threads, "torch": torch.__version__, "bfloat16_timed": with_bf16, "cases": {}}
+    if not with_bf16:
+        print(f"bfloat16 option not timed: {cpu['model_name'] or 'this CPU'} has no bfloat16 instructions "
+              "(--bf16 yes times it anyway)", flush=True)
 
     x_T = torch.randn(a.images, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.arange(a.images) % len(preset.class_names)
     sampler = Sampler("ddim", 5 if a.quick else 50)
     bf16 = dataclasses.replace(sampler, precision="bfloat16")
-    runs: dict[str, list[float]] = {"default": [], "channels_last": [], "bfloat16 (option)": []}
+    runs: dict[str, list[float]] = {"default": [], "channels_last": [], **({"bfloat16 (option)": []} if with_bf16 else {})}
     images = {}
     for _ in range(a.passes):
         t, images["default"] = seconds(lambda: generate(preset, x_T, y, sampler))
@@ -173,8 +181,9 @@ def main() -> None:
             t, images["channels_last"] = seconds(lambda: generate(preset, x_T.contiguous(memory_format=torch.channels_last),
                                                                   y, sampler))
         runs["channels_last"].append(t)
-        t, images["bfloat16 (option)"] = seconds(lambda: generate(preset, x_T, y, bf16))
-        runs["bfloat16 (option)"].append(t)
+        if with_bf16:
+            t, images["bfloat16 (option)"] = seconds(lambda: generate(preset, x_T, y, bf16))
+            runs["bfloat16 (option)"].append(t)
     base = statistics.median(runs["default"])
     out["cases"]["sampling"] = {
         name: {"seconds": statistics.median(ts), "seconds_per_image": statistics.median(ts) / a.images,
@@ -190,8 +199,10 @@ def main() -> None:
     crafted = craft_noise(preset, g.images, g.labels, steps=[0, 100, 300, 1000], seed=0,
                           cache_dir=REPO_DATA / "ig_cache")     # notebook 03's run, shipped
     out["cases"]["redraw"] = {"goal_s": 0.5}
-    for name, s20 in {"default": Sampler("ddim", 20), "bfloat16 (option)": Sampler("ddim", 20, precision="bfloat16")
-                      }.items():
+    redraws = {"default": Sampler("ddim", 20)}
+    if with_bf16:
+        redraws["bfloat16 (option)"] = Sampler("ddim", 20, precision="bfloat16")
+    for name, s20 in redraws.items():
         state = ExplorerState(preset, crafted, fresh, sampler=s20)
         render_generation(state, 1000, "fish", 0.3)
         t, _ = seconds(lambda: render_generation(state, 1000, "fish", 0.3), a.repeats)

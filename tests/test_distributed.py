@@ -124,3 +124,16 @@ def test_protocol_on_two_processes_equals_one(tmp_path):
     assert without_timing(out["one"]) == without_timing(out["two"])
     gauss = next(r for r in out["one"]["rows"] if r["condition"] == "Gaussian")
     assert gauss["per_guide"]["guides"] == [0, 1, 2, 3] and len(gauss["per_guide"]["iou"]) == 4
+
+
+def test_the_scaling_benchmark_compares_results_without_timing_and_counts_differences():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_torchrun", ROOT / "scripts" / "bench_torchrun.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    a = {"wall_seconds": 3.0, "rows": [{"iou": [0.5, 0.4, 0.6], "n": 4, "ok": True}]}
+    b = {"wall_seconds": 9.0, "rows": [{"iou": [0.5, 0.45, 0.6], "n": 4, "ok": True}]}
+    assert bench.without_timing(a) == {"rows": [{"iou": [0.5, 0.4, 0.6], "n": 4, "ok": True}]}
+    diffs = list(bench.differences(bench.without_timing(a), bench.without_timing(b)))
+    assert diffs == pytest.approx([0.05])
+    assert list(bench.differences(bench.without_timing(a), bench.without_timing(a))) == []

@@ -44,7 +44,7 @@ def run_script(name: str, *args: str, tmp_path: Path) -> dict:
 
 
 def test_bench_speed_reports_ratios_and_the_machine(tmp_path):
-    res = run_script("bench_speed", "--quick", "--threads", "1", tmp_path=tmp_path)
+    res = run_script("bench_speed", "--quick", "--threads", "1", "--bf16", "yes", tmp_path=tmp_path)
     assert res["threads"] == 1 and res["torch"] == torch.__version__ and "model_name" in res["cpu"]
     c = res["cases"]
     assert c["sampling"]["default"]["speedup"] == 1.0 and c["sampling"]["default"]["max_abs_diff"] == 0.0
