@@ -60,6 +60,7 @@ def test_notebooks_02_and_03_widgets_render_and_update(tmp_path):
         # notebook 02: the saved notebook shows the explorer's static image before it runs, then a live slider
         open_notebook(page, server, "notebooks/02_noise_crafting.ipynb")
         out = cell_output(page, "snapshot_explorer(crafted")
+        out.locator("img").first.wait_for(timeout=60_000)     # a long notebook renders its outputs progressively
         assert widget_problems(page) == []
         assert out.locator("img").count() == 1, "before running, the explorer shows its saved static image"
         page.screenshot(path=str(ARTIFACTS / "02-before-run.png"))
