@@ -99,15 +99,16 @@ def test_bad_guide_files_are_refused_before_any_work(guide_folder, tmp_path):
     assert res.returncode == 2 and "no such folder" in res.stderr
 
 
-TIMING = {"seconds_per_image", "wall_seconds", "processes"}
+def _bench_torchrun():
+    """scripts/bench_torchrun.py as a module: its ``without_timing`` and ``differences`` compare merged results."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_torchrun", ROOT / "scripts" / "bench_torchrun.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
 
 
-def without_timing(x):
-    if isinstance(x, dict):
-        return {k: without_timing(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [without_timing(v) for v in x]
-    return x
+without_timing = _bench_torchrun().without_timing
 
 
 def test_protocol_on_two_processes_equals_one(tmp_path):
@@ -127,10 +128,7 @@ def test_protocol_on_two_processes_equals_one(tmp_path):
 
 
 def test_the_scaling_benchmark_compares_results_without_timing_and_counts_differences():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_torchrun", ROOT / "scripts" / "bench_torchrun.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_torchrun()
     a = {"wall_seconds": 3.0, "rows": [{"iou": [0.5, 0.4, 0.6], "n": 4, "ok": True}]}
     b = {"wall_seconds": 9.0, "rows": [{"iou": [0.5, 0.45, 0.6], "n": 4, "ok": True}]}
     assert bench.without_timing(a) == {"rows": [{"iou": [0.5, 0.4, 0.6], "n": 4, "ok": True}]}
