@@ -11,6 +11,8 @@ Groups: ``source`` (noise sources and the SDEdit / ILVR baselines, DDIM), ``k`` 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from .distributed import Ranks, merge_by_unit, run_and_gather, shard
 from .metrics import bootstrap_ci, centroid_distance, judge_masks, judge_probs, mask_iou, merge_rows
 from .noise import TRANSFORMS, mix_with_gaussian
 from .pipeline import CraftedNoise, Sampler, craft_noise, saliency_classifier
+from .inversion import model_fingerprint
 from .presets import Preset
 from .quality import (
     batched,
@@ -42,6 +45,7 @@ from .saliency import (
     saliency_weighted_noise,
     salient_mask,
 )
+from .weights import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -350,9 +354,50 @@ GROUPS = (gaussian_and_k_rows, saliency_source_rows, baseline_rows, strength_row
           sampler_and_diversity_rows, guidance_rows, classifier_rows)
 
 
+def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path) -> Path:
+    """Where chunk ``chunk``'s rows are kept under ``cache_dir/protocol``, so that an interrupted run resumes.
+
+    The name hashes everything the rows depend on: the arguments, the chunk, the preset's name, guidance and every
+    model's weights, the torch version, and the source of this package (any code change starts afresh)."""
+    h = hashlib.sha256()
+    models = {"unet": preset.unet, "classifier": preset.classifier, "judge_classifier": preset.judge_classifier,
+              "judge_segmenter": preset.judge_segmenter, "saliency_classifier": preset.saliency_classifier,
+              "noisy_classifier": preset.noisy_classifier, **{f"ig:{k}": m for k, m in preset.ig_alternatives.items()}}
+    parts = [json.dumps(dataclasses.asdict(args), sort_keys=True), str(chunk), preset.name,
+             repr((preset.guidance_weight, preset.classifier_scale)), torch.__version__,
+             *(f"{name}={model_fingerprint(m) if m is not None else None}" for name, m in sorted(models.items()))]
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        parts += [source.name, source.read_text()]
+    for part in parts:
+        h.update(part.encode() + b"\0")
+    return Path(cache_dir) / "protocol" / f"{h.hexdigest()[:24]}-chunk{chunk}.json"
+
+
 def run_chunk(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path | None = None,
               log: Callable[[str], None] = print) -> list[dict]:
-    """Every group of conditions (``GROUPS``, in order) on chunk ``chunk`` of the guides -> its rows."""
+    """Every group of conditions (``GROUPS``, in order) on chunk ``chunk`` of the guides -> its rows.
+
+    With ``cache_dir``, a finished chunk's rows are saved (:func:`chunk_checkpoint`) and a later run with the same
+    inputs reads them instead of recomputing; an unreadable checkpoint is recomputed and overwritten."""
+    checkpoint = chunk_checkpoint(preset, args, chunk, cache_dir) if cache_dir is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        try:
+            rows = json.loads(checkpoint.read_text())["rows"]
+            log(f"chunk {chunk}: {len(rows)} rows read from its checkpoint {checkpoint}")
+            return rows
+        except (ValueError, KeyError, TypeError) as err:
+            log(f"chunk {chunk}: checkpoint {checkpoint} unreadable ({err}); recomputing")
+    t0 = time.time()
+    rows = compute_chunk(preset, args, chunk, cache_dir, log)
+    if checkpoint is not None:
+        atomic_write_bytes(checkpoint, json.dumps({"chunk": chunk, "seconds": time.time() - t0, "torch_threads":
+                                                   torch.get_num_threads(), "rows": rows}).encode())
+    return rows
+
+
+def compute_chunk(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path | None = None,
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """The rows of chunk ``chunk``, computed (no checkpoint)."""
     K, S, G = len(preset.class_names), preset.image_size, args.n_guides
     lo, hi = chunk * args.chunk_guides, min(G, (chunk + 1) * args.chunk_guides)
     guides = data.make_batch("guides", 0, G, S)

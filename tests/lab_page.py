@@ -189,15 +189,28 @@ def run_all(page, timeout_s: float = 600) -> None:
     _menu(page, "Edit", "Clear Outputs of All Cells")
     page.wait_for_function("() => ![...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
                            ".some(e => /\\[\\d+\\]/.test(e.textContent))", timeout=30_000)
-    _menu(page, "Run", "Run All Cells")
-    page.wait_for_function(
-        """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
-                   const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
-                   const idle = s && s.getAttribute('data-status') === 'idle' && !p.some(t => t.includes('*'));
-                   const failed = [...document.querySelectorAll('.jp-OutputArea-output')]
-                                  .some(o => (o.textContent || '').includes('Traceback'));
-                   return idle && (failed || p.every(t => /\\[\\d+\\]/.test(t))); }""",
-        timeout=timeout_s * 1000, polling=500)
+    started = ("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
+               ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
+    for attempt in range(3):   # a menu click that lands while JupyterLab is still settling can be lost: retry it
+        _menu(page, "Run", "Run All Cells")
+        try:
+            page.wait_for_function(started, timeout=30_000, polling=250)
+            break
+        except Exception as err:
+            if attempt == 2:
+                raise RuntimeError(f"Run All Cells did not start any cell: {page_state(page)}") from err
+            page.keyboard.press("Escape")
+    try:
+        page.wait_for_function(
+            """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
+                       const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
+                       const idle = s && s.getAttribute('data-status') === 'idle' && !p.some(t => t.includes('*'));
+                       const failed = [...document.querySelectorAll('.jp-OutputArea-output')]
+                                      .some(o => (o.textContent || '').includes('Traceback'));
+                       return idle && (failed || p.every(t => /\\[\\d+\\]/.test(t))); }""",
+            timeout=timeout_s * 1000, polling=500)
+    except Exception as err:   # say what the page showed: prompts, kernel status, dialogs, and a screenshot
+        raise RuntimeError(f"Run All did not finish in {timeout_s:.0f} s: {page_state(page)}") from err
     not_run = page.evaluate(
         """() => [...document.querySelectorAll('.jp-CodeCell')]
                  .filter(c => !/\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent))
@@ -207,6 +220,18 @@ def run_all(page, timeout_s: float = 600) -> None:
             """() => [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.textContent)
                      .filter(t => t.includes('Traceback')).map(t => t.slice(-400))""")
         raise RuntimeError(f"{len(not_run)} cells did not run (first: {not_run[0]!r}); errors shown: {errors[:2]}")
+
+
+def page_state(page, shot: str = "timeout") -> str:
+    """What the notebook page shows, for an error message: the cells' prompts, the kernel status, any open dialog;
+    a screenshot goes to ``$BROWSER_ARTIFACTS/<shot>.png``."""
+    folder = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / "runs" / "browser"))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{shot}.png"))
+    return str(page.evaluate(
+        """() => ({prompts: [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent),
+                   kernel: document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status'),
+                   dialog: document.querySelector('.jp-Dialog')?.textContent?.slice(0, 200) ?? null})"""))
 
 
 def widget_problems(page) -> list[str]:

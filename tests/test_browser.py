@@ -92,7 +92,7 @@ def test_a_broken_callback_is_caught(tmp_path):
     root = stage_notebooks(tmp_path, [], extra={"broken.ipynb": explorer_notebook(break_callback=True)})
     with jupyterlab(root) as server, browser_page() as page:
         open_notebook(page, server, "notebooks/broken.ipynb")
-        run_all(page)
+        run_all(page, timeout_s=300)
         out = cell_output(page, "generation_explorer(state")
         with pytest.raises(TimeoutError, match="did not show 'target=key'"):
             change_and_wait(page, out, lambda: select_option(out, "key"), "target=key", timeout_s=15)

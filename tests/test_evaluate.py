@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,10 +67,15 @@ def test_assignments_balance_classes():
         assignments(4, 9, 8)
 
 
+def same(a, b) -> bool:
+    """Equal as JSON (NaN equals NaN)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     """`evaluate run --quick`: every group is present, metrics are in range, CIs bracket the means, Gaussian
     noise is near chance and SDEdit from t0 = 0.5 (which keeps the guide) is far above it."""
-    from saliency_lib.protocol import QUICK_PROTOCOL, run_protocol
+    from saliency_lib.protocol import QUICK_PROTOCOL, chunk_checkpoint, run_protocol
     from saliency_lib.report import paper_claims, write_results
     preset = load_tiny()
     res = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=lambda _: None)
@@ -94,6 +102,25 @@ def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     assert [p.name for p in paths] == ["results.json", "results.csv", "iou_vs_k.png", "iou_vs_class_accuracy.png",
                                        "iou_vs_time.png"]
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == len(res["rows"]) + 1
+
+
+    # a rerun with the same cache reads every chunk's checkpoint; an unreadable one is recomputed, to the same rows
+    logged: list[str] = []
+    again = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=logged.append)
+    n_chunks = -(-QUICK_PROTOCOL.n_guides // QUICK_PROTOCOL.chunk_guides)
+    assert sum("read from its checkpoint" in m for m in logged) == n_chunks
+    assert same(again["rows"], res["rows"])
+    checkpoints = sorted((tmp_path / "cache" / "protocol").glob("*-chunk*.json"))
+    assert len(checkpoints) == n_chunks
+    checkpoints[0].write_text("{not json")
+    logged.clear()
+    third = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=logged.append)
+    assert any("unreadable" in m for m in logged) and sum("read from its checkpoint" in m for m in logged) == n_chunks - 1
+    assert same([{k: v for k, v in r.items() if k != "seconds_per_image"} for r in third["rows"]],
+                [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in res["rows"]])
+    assert json.loads(checkpoints[0].read_text())["rows"]                 # rewritten
+    other = dataclasses.replace(QUICK_PROTOCOL, seed=1)
+    assert chunk_checkpoint(preset, other, 0, tmp_path) != chunk_checkpoint(preset, QUICK_PROTOCOL, 0, tmp_path)
 
 
 def test_gaussian_class_batch_is_seeded_and_class_balanced():

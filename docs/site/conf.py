@@ -30,5 +30,5 @@ nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json
 # references are checked (-n): those into other projects' docs (no intersphinx: the build is offline) are let be
 nitpick_ignore_regex = [("py:class", r"(torch|nn|np|numpy|pathlib|os|collections|typing|asyncio)\..*"),
                         ("py:class", r"Module|Tensor|Generator|Path"),
-                        ("py:class", r"saliency_lib\.(weights\.C|widgets\.T)"),   # TypeVars
+                        ("py:class", r"saliency_lib\.(weights\.C|widgets\.T|distributed\.T)"),   # TypeVars
                         ("py:class", r"'dict\[str")]                      # a dataclass field's quoted default type
