@@ -253,7 +253,8 @@ def saliency_source_rows(run: ProtocolRun) -> None:
     for name, make in sources.items():
         t0 = time.time()
         noise = make()[lo:hi]
-        noise_seconds = (time.time() - t0 + saliency_seconds) * (hi - lo) / n + (run.ig_seconds if "IG" in name else 0.0)
+        noise_seconds = ((time.time() - t0 + saliency_seconds) * (hi - lo) / n
+                         + (run.ig_seconds if "IG" in name else 0.0))
         imgs, sec, idx, yy = run.sample(mix_with_gaussian(noise, a.strength, fresh=run.fresh[lo:hi]), ddim)
         run.add("source", name, imgs, sec, idx, yy, noise_seconds, strength=a.strength, sampler=ddim.label)
 
@@ -354,11 +355,23 @@ GROUPS = (gaussian_and_k_rows, saliency_source_rows, baseline_rows, strength_row
           sampler_and_diversity_rows, guidance_rows, classifier_rows)
 
 
+def _source_digest() -> str:
+    """sha256 of this package's source files, read when the protocol is imported (the code a run executes)."""
+    h = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+SOURCE_DIGEST = _source_digest()
+
+
 def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path) -> Path:
     """Where chunk ``chunk``'s rows are kept under ``cache_dir/protocol``, so that an interrupted run resumes.
 
     The name hashes everything the rows depend on: the arguments, the chunk, the preset's name, guidance and every
-    model's weights, the torch version, and the source of this package (any code change starts afresh)."""
+    model's weights, the torch version, and the source of this package as imported (:data:`SOURCE_DIGEST`;
+    any code change starts afresh)."""
     h = hashlib.sha256()
     models = {"unet": preset.unet, "classifier": preset.classifier, "judge_classifier": preset.judge_classifier,
               "judge_segmenter": preset.judge_segmenter, "saliency_classifier": preset.saliency_classifier,
@@ -366,9 +379,7 @@ def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: 
     parts = [json.dumps(dataclasses.asdict(args), sort_keys=True), str(chunk), preset.name,
              repr((preset.guidance_weight, preset.classifier_scale)), torch.__version__,
              *(f"{name}={model_fingerprint(m) if m is not None else None}" for name, m in sorted(models.items()))]
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        parts += [source.name, source.read_text()]
-    for part in parts:
+    for part in parts + [SOURCE_DIGEST]:
         h.update(part.encode() + b"\0")
     return Path(cache_dir) / "protocol" / f"{h.hexdigest()[:24]}-chunk{chunk}.json"
 
