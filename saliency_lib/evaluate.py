@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("run", help="the full evaluation protocol (JSON, CSV, plots; notebook 06)")
     r.add_argument("--quick", action="store_true", help="tiny sizes (about a minute, for CI)")
     r.add_argument("--out", type=Path, default=Path("results/tiny"), help="folder for results.json/.csv and plots")
-    r.add_argument("--cache", type=Path, default=None, help="IG cache folder")
+    r.add_argument("--cache", type=Path, default=None,
+                   help="IG cache folder; each finished chunk is saved in its protocol/ folder, where a rerun "
+                        "resumes")
     for f in dataclasses.fields(ProtocolArgs):
         if f.type in ("int", "float"):
             r.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float, default=None)
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                 if getattr(a, f.name, None) is not None}
         ranks = init_from_env()          # under torchrun: this process's rank; a plain run: one process
         res = run_protocol(preset, dataclasses.replace(base, **over), cache_dir=a.cache,
-                           log=print if ranks.is_main else (lambda _: None), ranks=ranks)
+                           log=print if ranks.is_main else (lambda _: None), ranks=ranks,
+                           checkpoint_dir=a.cache / "protocol" if a.cache is not None else None)
         if ranks.is_main:
             for path in write_results(res, a.out):
                 print(f"wrote {path}")

@@ -366,8 +366,8 @@ def _source_digest() -> str:
 SOURCE_DIGEST = _source_digest()
 
 
-def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path) -> Path:
-    """Where chunk ``chunk``'s rows are kept under ``cache_dir/protocol``, so that an interrupted run resumes.
+def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, folder: Path) -> Path:
+    """Where chunk ``chunk``'s rows are kept in ``folder``, so that an interrupted run resumes.
 
     The name hashes everything the rows depend on: the arguments, the chunk, the preset's name, guidance and every
     model's weights, the torch version, and the source of this package as imported (:data:`SOURCE_DIGEST`;
@@ -381,16 +381,16 @@ def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: 
              *(f"{name}={model_fingerprint(m) if m is not None else None}" for name, m in sorted(models.items()))]
     for part in parts + [SOURCE_DIGEST]:
         h.update(part.encode() + b"\0")
-    return Path(cache_dir) / "protocol" / f"{h.hexdigest()[:24]}-chunk{chunk}.json"
+    return Path(folder) / f"{h.hexdigest()[:24]}-chunk{chunk}.json"
 
 
 def run_chunk(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, checkpoint_dir: Path | None = None) -> list[dict]:
     """Every group of conditions (``GROUPS``, in order) on chunk ``chunk`` of the guides -> its rows.
 
-    With ``cache_dir``, a finished chunk's rows are saved (:func:`chunk_checkpoint`) and a later run with the same
+    With ``checkpoint_dir``, a finished chunk's rows are saved (:func:`chunk_checkpoint`) and a later run with the same
     inputs reads them instead of recomputing; an unreadable checkpoint is recomputed and overwritten."""
-    checkpoint = chunk_checkpoint(preset, args, chunk, cache_dir) if cache_dir is not None else None
+    checkpoint = chunk_checkpoint(preset, args, chunk, checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint is not None and checkpoint.is_file():
         try:
             rows = json.loads(checkpoint.read_text())["rows"]
@@ -425,7 +425,8 @@ def compute_chunk(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Pat
 
 
 def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = None,
-                 log: Callable[[str], None] = print, ranks: Ranks = Ranks()) -> dict | None:
+                 log: Callable[[str], None] = print, ranks: Ranks = Ranks(),
+                 checkpoint_dir: Path | None = None) -> dict | None:
     """Every condition of the protocol on every chunk of guides (this process's share under torchrun), merged over
     guides on rank 0 -> the rows (mean and 95% bootstrap CI over guides, and the per-guide values) and the run's
     settings; None on the other ranks."""
@@ -433,7 +434,7 @@ def run_protocol(preset: Preset, args: ProtocolArgs, cache_dir: Path | None = No
         raise SaliencyNoiseError(f"the protocol needs judge models; preset {preset.name!r} has none (use tiny)")
     n_chunks = -(-args.n_guides // args.chunk_guides)
     t0 = time.time()
-    gathered = run_and_gather(lambda: [(c, run_chunk(preset, args, c, cache_dir, log))
+    gathered = run_and_gather(lambda: [(c, run_chunk(preset, args, c, cache_dir, log, checkpoint_dir))
                                        for c in shard(n_chunks, ranks)], ranks)
     if gathered is None:
         return None

@@ -72,6 +72,10 @@ def same(a, b) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def untimed(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in rows]
+
+
 def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     """`evaluate run --quick`: every group is present, metrics are in range, CIs bracket the means, Gaussian
     noise is near chance and SDEdit from t0 = 0.5 (which keeps the guide) is far above it."""
@@ -104,21 +108,25 @@ def test_protocol_quick_pipeline_and_metric_sanity(tmp_path):
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == len(res["rows"]) + 1
 
 
-    # a rerun with the same cache reads every chunk's checkpoint; an unreadable one is recomputed, to the same rows
+    # without checkpoint_dir nothing is checkpointed; with it, a rerun reads every chunk's checkpoint; an unreadable
+    # one is recomputed, to the same rows
+    assert not any(p.suffix == ".json" for p in tmp_path.rglob("*chunk*"))
     logged: list[str] = []
-    again = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=logged.append)
+    ck = tmp_path / "checkpoints"
+    first = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=lambda _: None, checkpoint_dir=ck)
+    assert same(untimed(first["rows"]), untimed(res["rows"]))      # IG from the cache, rows as before
+    again = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=logged.append, checkpoint_dir=ck)
     n_chunks = -(-QUICK_PROTOCOL.n_guides // QUICK_PROTOCOL.chunk_guides)
     assert sum("read from its checkpoint" in m for m in logged) == n_chunks
-    assert same(again["rows"], res["rows"])
-    checkpoints = sorted((tmp_path / "cache" / "protocol").glob("*-chunk*.json"))
+    assert same(again["rows"], first["rows"])
+    checkpoints = sorted(ck.glob("*-chunk*.json"))
     assert len(checkpoints) == n_chunks
     checkpoints[0].write_text("{not json")
     logged.clear()
-    third = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=logged.append)
+    third = run_protocol(preset, QUICK_PROTOCOL, cache_dir=tmp_path / "cache", log=logged.append, checkpoint_dir=ck)
     assert any("unreadable" in m for m in logged)
     assert sum("read from its checkpoint" in m for m in logged) == n_chunks - 1
-    assert same([{k: v for k, v in r.items() if k != "seconds_per_image"} for r in third["rows"]],
-                [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in res["rows"]])
+    assert same(untimed(third["rows"]), untimed(res["rows"]))
     assert json.loads(checkpoints[0].read_text())["rows"]                 # rewritten
     other = dataclasses.replace(QUICK_PROTOCOL, seed=1)
     assert chunk_checkpoint(preset, other, 0, tmp_path) != chunk_checkpoint(preset, QUICK_PROTOCOL, 0, tmp_path)
