@@ -370,7 +370,7 @@ def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, folder: Pat
     """Where chunk ``chunk``'s rows are kept in ``folder``, so that an interrupted run resumes.
 
     The name hashes everything the rows depend on: the arguments, the chunk, the preset's name, guidance and every
-    model's weights, the torch version, and the source of this package as imported (:data:`SOURCE_DIGEST`;
+    model's weights, the torch version, and the source of this package as imported (``SOURCE_DIGEST``;
     any code change starts afresh)."""
     h = hashlib.sha256()
     models = {"unet": preset.unet, "classifier": preset.classifier, "judge_classifier": preset.judge_classifier,
