@@ -265,7 +265,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SALIENCY_NOISE_CACHE", Path.home() / ".cache" / "saliency_noise"))
 
 
-def _digest(*parts: bytes | str) -> str:
+def digest(*parts: bytes | str) -> str:
+    """sha256 of the parts (each followed by a NUL byte), first 24 hex digits: a cache key."""
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() if isinstance(p, str) else p)
@@ -309,7 +310,7 @@ def cached_invert_gradients(model: nn.Module, guides: torch.Tensor, labels: torc
         if not (0 <= first and first + b <= total):
             raise SaliencyNoiseError(f"part=(first, total) = {part}: {b} guides from row {first} do not fit in {total}")
         part = None if (first, total) == (0, b) else (first, total)   # the whole run: the plain seeded init
-    key = _digest(guides.detach().cpu().contiguous().numpy().tobytes(),
+    key = digest(guides.detach().cpu().contiguous().numpy().tobytes(),
                   "none" if labels is None else labels.cpu().numpy().tobytes(),
                   json.dumps(dataclasses.asdict(config), sort_keys=True), str(seed),
                   json.dumps(dataclasses.asdict(normalization)), model_fingerprint(model),

@@ -28,7 +28,7 @@ from .distributed import Ranks, merge_by_unit, run_and_gather, shard
 from .metrics import bootstrap_ci, centroid_distance, judge_masks, judge_probs, mask_iou, merge_rows
 from .noise import TRANSFORMS, mix_with_gaussian
 from .pipeline import CraftedNoise, Sampler, craft_noise, saliency_classifier
-from .inversion import model_fingerprint
+from .inversion import digest, model_fingerprint
 from .presets import Preset
 from .quality import (
     batched,
@@ -372,16 +372,13 @@ def chunk_checkpoint(preset: Preset, args: ProtocolArgs, chunk: int, folder: Pat
     The name hashes everything the rows depend on: the arguments, the chunk, the preset's name, guidance and every
     model's weights, the torch version, and the source of this package as imported (``SOURCE_DIGEST``;
     any code change starts afresh)."""
-    h = hashlib.sha256()
     models = {"unet": preset.unet, "classifier": preset.classifier, "judge_classifier": preset.judge_classifier,
               "judge_segmenter": preset.judge_segmenter, "saliency_classifier": preset.saliency_classifier,
               "noisy_classifier": preset.noisy_classifier, **{f"ig:{k}": m for k, m in preset.ig_alternatives.items()}}
     parts = [json.dumps(dataclasses.asdict(args), sort_keys=True), str(chunk), preset.name,
              repr((preset.guidance_weight, preset.classifier_scale)), torch.__version__,
              *(f"{name}={model_fingerprint(m) if m is not None else None}" for name, m in sorted(models.items()))]
-    for part in parts + [SOURCE_DIGEST]:
-        h.update(part.encode() + b"\0")
-    return Path(folder) / f"{h.hexdigest()[:24]}-chunk{chunk}.json"
+    return Path(folder) / f"{digest(*parts, SOURCE_DIGEST)}-chunk{chunk}.json"
 
 
 def run_chunk(preset: Preset, args: ProtocolArgs, chunk: int, cache_dir: Path | None = None,

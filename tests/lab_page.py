@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / "runs" / "browser"))   # screenshots
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
@@ -225,9 +226,8 @@ def run_all(page, timeout_s: float = 600) -> None:
 def page_state(page, shot: str = "timeout") -> str:
     """What the notebook page shows, for an error message: the cells' prompts, the kernel status, any open dialog;
     a screenshot goes to ``$BROWSER_ARTIFACTS/<shot>.png``."""
-    folder = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / "runs" / "browser"))
-    folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{shot}.png"))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{shot}.png"))
     return str(page.evaluate(
         """() => ({prompts: [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent),
                    kernel: document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status'),

@@ -7,12 +7,12 @@ and Playwright for Python (requirements.txt); Playwright's own browser download 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from lab_page import (
+    ARTIFACTS,
     ROOT,
     browser_page,
     cell_output,
@@ -29,7 +29,6 @@ from lab_page import (
 )
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / "runs" / "browser"))
 
 
 @pytest.fixture(scope="module", autouse=True)
